@@ -1,0 +1,74 @@
+"""Proactive pacing: spend a requests-per-minute and a tokens-per-minute budget evenly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+class RequestPacer:
+    """Spaces request starts ``60 / rpm`` seconds apart, so a sliding minute never overflows."""
+
+    def __init__(self, requests_per_minute: float) -> None:
+        self.interval = 60.0 / requests_per_minute
+        self._next_slot = 0.0
+
+    def reserve(self) -> float:
+        """Book the next free slot; return how long the caller must wait for it."""
+        now = time.monotonic()
+        slot = self._next_slot if self._next_slot > now else now
+        self._next_slot = slot + self.interval
+        return slot - now
+
+
+class TokenPacer:
+    """A token bucket of ``tpm`` tokens refilled continuously over a minute.
+
+    Calls reserve an estimate before they are sent and settle the real usage after, so
+    the budget follows what the provider actually counted.
+    """
+
+    def __init__(self, tokens_per_minute: float) -> None:
+        self.capacity = float(tokens_per_minute)
+        self.rate = tokens_per_minute / 60.0
+        self._tokens = self.capacity
+        self._stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def reserve(self, tokens: int) -> float:
+        """Take ``tokens`` (capped at capacity); return the wait until the debt is repaid."""
+        self._refill()
+        self._tokens -= min(float(tokens), self.capacity)
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def settle(self, estimated: int, actual: int) -> None:
+        """Correct an earlier reservation with the tokens the call really used."""
+        self._refill()
+        self._tokens -= min(float(actual), self.capacity) - min(float(estimated), self.capacity)
+
+
+class Pacer:
+    """Both budgets together; either may be absent."""
+
+    def __init__(self, rpm: float | None, tpm: float | None) -> None:
+        self.requests = RequestPacer(rpm) if rpm else None
+        self.tokens = TokenPacer(tpm) if tpm else None
+
+    async def acquire(self, estimated_tokens: int) -> None:
+        """Wait until one request of ``estimated_tokens`` fits both budgets."""
+        wait = 0.0
+        if self.tokens is not None:
+            wait = self.tokens.reserve(estimated_tokens)
+        if self.requests is not None:
+            wait = max(wait, self.requests.reserve())
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
+        """Tell the token budget what the call really used."""
+        if self.tokens is not None:
+            self.tokens.settle(estimated_tokens, actual_tokens)

@@ -1,0 +1,43 @@
+"""Observers: the one way anything outside the engine learns what happens in a run."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from enum import Enum
+from typing import Any
+
+
+class ProcessingEvent(Enum):
+    """Events a processor emits; values are the lower-case names."""
+
+    BATCH_STARTED = "batch_started"
+    BATCH_COMPLETED = "batch_completed"
+    WORKER_STARTED = "worker_started"
+    WORKER_STOPPED = "worker_stopped"
+    ITEM_STARTED = "item_started"
+    ITEM_COMPLETED = "item_completed"
+    ITEM_FAILED = "item_failed"
+    ITEM_RETRY = "item_retry"
+    RATE_LIMIT_HIT = "rate_limit_hit"
+    COOLDOWN_STARTED = "cooldown_started"
+    COOLDOWN_ENDED = "cooldown_ended"
+
+
+class ProcessorObserver(ABC):
+    """Receives every event with its own copy of the payload.
+
+    Keep ``on_event`` quick: one that returns without awaiting costs the run almost
+    nothing; one that awaits is finished in the background within the processor's
+    ``observer_timeout``; one that raises is logged and skipped.
+    """
+
+    @abstractmethod
+    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        """Handle one event."""
+
+
+class BaseObserver(ProcessorObserver):
+    """An observer that ignores every event: subclass and override ``on_event``."""
+
+    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        return None

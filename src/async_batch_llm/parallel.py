@@ -1,0 +1,922 @@
+"""ParallelBatchProcessor: a pool of workers that runs every item through its strategy.
+
+Batch mode: ``add_work`` then ``process_all``. Streaming mode: ``start``, ``add_work`` at
+any time, ``finish``, and ``results()`` as an async iterator, with bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+import warnings
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any, Generic
+
+from .base import (
+    BatchProcessor,
+    BatchResult,
+    LLMWorkItem,
+    PostProcessorFunc,
+    ProcessingStats,
+    ProgressCallbackFunc,
+    RetryState,
+    TContext,
+    TInput,
+    TOutput,
+    WorkItemResult,
+)
+from .core.config import ProcessorConfig
+from .core.events import EventDispatcher
+from .core.pacing import Pacer
+from .middleware.base import Middleware
+from .observers.base import ProcessingEvent, ProcessorObserver
+from .strategies.errors import (
+    DefaultErrorClassifier,
+    ErrorClassifier,
+    ErrorInfo,
+    FrameworkTimeoutError,
+    RateLimitRetriesExceeded,
+    failed_attempt_usage,
+)
+from .strategies.rate_limit import ExponentialBackoffStrategy, RateLimitStrategy
+
+logger = logging.getLogger(__name__)
+
+_STOP: Any = object()  # end-of-input marker, passed from worker to worker
+_EV = ProcessingEvent
+_CANCELLED = asyncio.CancelledError
+
+
+class _Strategy:
+    """What the processor knows about one prepared strategy instance."""
+
+    __slots__ = ("classifier", "error", "lock", "prepared")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.prepared = False
+        self.classifier: ErrorClassifier | None = None
+        self.error: BaseException | None = None
+
+
+class ParallelBatchProcessor(
+    BatchProcessor[TInput, TOutput, TContext], Generic[TInput, TOutput, TContext]
+):
+    """Processes work items in parallel, each as individual strategy calls."""
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        post_processor: PostProcessorFunc[TOutput, TContext] | None = None,
+        timeout_per_item: float | None = None,
+        rate_limit_cooldown: float | None = None,
+        config: ProcessorConfig | None = None,
+        error_classifier: ErrorClassifier | None = None,
+        rate_limit_strategy: RateLimitStrategy | None = None,
+        middlewares: list[Middleware[TInput, TOutput, TContext]] | None = None,
+        observers: list[ProcessorObserver] | None = None,
+        progress_callback: ProgressCallbackFunc | None = None,
+    ) -> None:
+        self.config = _with_legacy_keywords(
+            config, max_workers, timeout_per_item, rate_limit_cooldown
+        )
+        cfg = self.config
+        self.post_processor = post_processor
+        self.progress_callback = progress_callback
+        self.error_classifier = error_classifier
+        self._default_classifier: ErrorClassifier = DefaultErrorClassifier()
+        rl = cfg.rate_limit
+        self.rate_limit_strategy: RateLimitStrategy = (
+            rate_limit_strategy
+            or ExponentialBackoffStrategy(
+                initial_cooldown=rl.cooldown_seconds,
+                max_cooldown=max(rl.cooldown_seconds * 4, rl.cooldown_seconds),
+                backoff_multiplier=rl.backoff_multiplier,
+                slow_start_items=rl.slow_start_items,
+                slow_start_initial_delay=rl.slow_start_initial_delay,
+                slow_start_final_delay=rl.slow_start_final_delay,
+            )
+        )
+        self.middlewares: list[Middleware[TInput, TOutput, TContext]] = list(middlewares or [])
+        self._events = EventDispatcher(list(observers or []), cfg.observer_timeout)
+        self._pacer = (
+            Pacer(cfg.max_requests_per_minute, cfg.max_tokens_per_minute)
+            if cfg.max_requests_per_minute or cfg.max_tokens_per_minute
+            else None
+        )
+        self._stats = ProcessingStats()
+        self._strategies: dict[int, tuple[Any, _Strategy]] = {}
+        self._backlog: deque[tuple[int, LLMWorkItem[TInput, TOutput, TContext]]] = deque()
+        self._queue: asyncio.Queue[Any] | None = None
+        self._results: list[WorkItemResult[TOutput, TContext]] = []
+        self._result_queue: asyncio.Queue[Any] | None = None
+        self._collect = True
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._next_worker_id = 0
+        self._target_workers = cfg.max_workers
+        self._started = False
+        self._closed = False
+        self._streaming = False
+        self._finished: asyncio.Event | None = None
+        self._added = 0
+        # Dispatch gate: open unless paused or cooling down after a rate limit.
+        self._gate: asyncio.Event | None = None
+        self._paused = False
+        self._cooldown_until = 0.0
+        self._cooldown_handle: asyncio.TimerHandle | None = None
+        self._consecutive_limits = 0
+        self._slow_start_count = -1  # -1: no slow start in force
+        self._last_progress = 0
+        self._start_monotonic = 0.0
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def observers(self) -> list[ProcessorObserver]:
+        """The observers events are delivered to."""
+        return self._events.observers
+
+    async def add_work(self, work_item: LLMWorkItem[TInput, TOutput, TContext]) -> None:
+        """Queue an item. In streaming mode this waits while the queue is full."""
+        if not isinstance(work_item, LLMWorkItem):
+            raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
+        if self._started and not self._streaming:
+            raise RuntimeError("cannot add work after process_all() has started")
+        if self._closed:
+            raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
+        entry = (self._added, work_item)
+        self._added += 1
+        self._stats.total = self._added
+        if self._queue is None:
+            self._backlog.append(entry)
+        else:
+            await self._queue.put(entry)
+
+    async def add_many(
+        self,
+        items: Iterable[LLMWorkItem[TInput, TOutput, TContext]]
+        | AsyncIterable[LLMWorkItem[TInput, TOutput, TContext]],
+    ) -> int:
+        """Queue every item of an iterable or async iterable; return how many were queued."""
+        count = 0
+        if isinstance(items, AsyncIterable):
+            async for item in items:
+                await self.add_work(item)
+                count += 1
+        else:
+            for item in items:
+                await self.add_work(item)
+                count += 1
+        return count
+
+    async def process_all(self) -> BatchResult[TOutput, TContext]:
+        """Run every added item; return all results (completion order)."""
+        if self._started:
+            raise RuntimeError("process_all() can run once per processor")
+        self._start_workers(streaming=False)
+        await self.finish()
+        await self.join()
+        return BatchResult(self._results)
+
+    async def start(
+        self, *, collect_results: bool = True, max_buffered_results: int = 1000
+    ) -> None:
+        """Start streaming mode: workers run now and take items as ``add_work`` queues them.
+
+        With ``collect_results`` the results are handed out by :meth:`results` through a
+        bounded buffer (workers wait while it is full); without it they reach only the
+        observers, and nothing is kept in memory.
+        """
+        if self._started:
+            raise RuntimeError("the processor has already started")
+        self._collect = collect_results
+        if collect_results:
+            self._result_queue = asyncio.Queue(maxsize=max_buffered_results)
+        self._start_workers(streaming=True)
+
+    async def finish(self) -> None:
+        """Take no more input; workers end once every queued item is done."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._queue is not None:
+            await self._queue.put(_STOP)
+
+    async def join(self) -> None:
+        """Wait until every worker has ended (call :meth:`finish` first)."""
+        if self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        await self._complete()
+
+    async def results(self) -> AsyncIterator[WorkItemResult[TOutput, TContext]]:
+        """Results in completion order, until input is finished and every item is done."""
+        if self._result_queue is None:
+            raise RuntimeError("results() needs start(collect_results=True)")
+        queue = self._result_queue
+        while True:
+            result = await queue.get()
+            if result is _STOP:
+                queue.put_nowait(_STOP)
+                return
+            yield result
+
+    async def process_stream(
+        self,
+        items: Iterable[LLMWorkItem[TInput, TOutput, TContext]]
+        | AsyncIterable[LLMWorkItem[TInput, TOutput, TContext]],
+    ) -> AsyncIterator[WorkItemResult[TOutput, TContext]]:
+        """Feed ``items`` while yielding results: start, add, finish and iterate in one call."""
+        await self.start(collect_results=True)
+
+        async def feed() -> None:
+            try:
+                await self.add_many(items)
+            finally:
+                await self.finish()
+
+        feeder = asyncio.get_running_loop().create_task(feed())
+        try:
+            async for result in self.results():
+                yield result
+            await feeder
+        finally:
+            if not feeder.done():
+                feeder.cancel()
+
+    async def get_stats(self) -> dict[str, Any]:
+        """Counters of the run so far: cheap, and safe to call mid-run."""
+        stats = self._stats.as_dict()
+        stats["queued"] = self._added - self._stats.processed
+        stats["workers"] = len(self._workers)
+        stats["paused"] = self._paused
+        stats["cooldown_remaining"] = max(0.0, self._cooldown_until - time.monotonic())
+        return stats
+
+    def pause(self) -> None:
+        """Stop starting new attempts; calls already under way finish."""
+        self._paused = True
+        if self._gate is not None:
+            self._gate.clear()
+
+    def resume(self) -> None:
+        """Start attempts again (after any cooldown in force)."""
+        self._paused = False
+        if self._gate is not None and self._cooldown_handle is None:
+            self._gate.set()
+
+    @property
+    def paused(self) -> bool:
+        """True while dispatch is paused by :meth:`pause`."""
+        return self._paused
+
+    def set_max_workers(self, count: int) -> None:
+        """Change concurrency while running: add workers now, or retire some after their item."""
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"max_workers must be an integer >= 1, got {count!r}")
+        self._target_workers = count
+        if self._queue is not None:
+            while len(self._workers) < count:
+                self._spawn_worker()
+
+    async def cancel(self) -> None:
+        """Stop now: cancel the workers; items under way get no result."""
+        self._closed = True
+        for task in list(self._workers.values()):
+            task.cancel()
+        if self._workers:
+            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        self._workers.clear()
+        if self._result_queue is not None:
+            self._result_queue.put_nowait(_STOP)
+
+    async def shutdown(self) -> None:
+        """Cancel anything still running and clean up every prepared strategy."""
+        await self.cleanup()
+
+    async def cleanup(self) -> None:
+        if self._workers:
+            await self.cancel()
+        if self._cooldown_handle is not None:
+            self._cooldown_handle.cancel()
+            self._cooldown_handle = None
+        for strategy, info in list(self._strategies.values()):
+            if info.prepared:
+                try:
+                    await strategy.cleanup()
+                except Exception:
+                    logger.exception("cleanup of strategy %r failed", strategy)
+                info.prepared = False
+        await self._events.drain()
+
+    # ----------------------------------------------------------------- workers
+
+    def _start_workers(self, *, streaming: bool) -> None:
+        self._started = True
+        self._streaming = streaming
+        cfg = self.config
+        self._queue = asyncio.Queue(maxsize=cfg.max_queue_size if streaming else 0)
+        self._gate = asyncio.Event()
+        if not self._paused:
+            self._gate.set()
+        self._finished = asyncio.Event()
+        self._stats.start_time = time.time()
+        self._start_monotonic = time.perf_counter()
+        if self._events.observers:
+            self._events.emit(
+                _EV.BATCH_STARTED,
+                {
+                    "total": self._added,
+                    "max_workers": self._target_workers,
+                    "start_time": self._stats.start_time,
+                    "streaming": streaming,
+                },
+            )
+        for _ in range(self._target_workers):
+            self._spawn_worker()
+
+    def _spawn_worker(self) -> None:
+        worker_id = self._next_worker_id
+        self._next_worker_id += 1
+        task = asyncio.get_running_loop().create_task(self._worker(worker_id))
+        self._workers[worker_id] = task
+
+    async def _worker(self, worker_id: int) -> None:
+        emit = self._events.emit if self._events.observers else None
+        if emit:
+            emit(_EV.WORKER_STARTED, {"worker_id": worker_id})
+        backlog, queue = self._backlog, self._queue
+        assert queue is not None
+        try:
+            while len(self._workers) <= self._target_workers:
+                if backlog:
+                    index, item = backlog.popleft()
+                else:
+                    entry = await queue.get()
+                    if entry is _STOP:
+                        queue.put_nowait(_STOP)
+                        if len(self._workers) == 1:
+                            await self._complete()
+                        break
+                    index, item = entry
+                result = await self._process_item(item, index, worker_id)
+                await self._record(result)
+        finally:
+            self._workers.pop(worker_id, None)
+            if emit:
+                emit(_EV.WORKER_STOPPED, {"worker_id": worker_id})
+
+    # ----------------------------------------------------------------- one item
+
+    async def _process_item(
+        self, item: LLMWorkItem[TInput, TOutput, TContext], index: int, worker_id: int
+    ) -> WorkItemResult[TOutput, TContext]:
+        cfg = self.config
+        started = time.perf_counter()
+        emit = self._events.emit if self._events.observers else None
+        strategy = item.strategy
+        entry = self._strategies.get(id(strategy))
+        info = entry[1] if entry is not None else None
+        if info is None or not info.prepared:
+            error = await self._prepare(strategy)
+            if error is not None:
+                return await self._fail(
+                    item, index, worker_id, error, 0, started, None, "prepare_error"
+                )
+            info = self._strategies[id(strategy)][1]
+        classifier = info.classifier
+        retry = cfg.retry
+        timeout = cfg.timeout_per_item
+        state: RetryState | None = None
+        usage_in = usage_out = usage_cached = 0
+        cost: float | None = None
+        metadata: dict[str, Any] | None = None
+        attempt = 0  # calls made
+        counted = 0  # calls that count against max_attempts
+        rate_limited = 0
+        gate = self._gate
+        assert gate is not None
+        while True:
+            while not gate.is_set():
+                await gate.wait()
+            if self._slow_start_count >= 0:
+                await self._slow_start_delay()
+            work = item
+            if self.middlewares:
+                work = await self._before_process(item)
+                if work is None:
+                    return await self._fail(
+                        item,
+                        index,
+                        worker_id,
+                        None,
+                        attempt,
+                        started,
+                        (usage_in, usage_out, usage_cached, cost),
+                        "skipped",
+                    )
+            attempt += 1
+            counted += 1
+            pacer = self._pacer
+            estimate = 0
+            if pacer is not None:
+                estimate = work.strategy.estimate_tokens(work.prompt)
+                await pacer.acquire(estimate)
+            if emit:
+                emit(
+                    _EV.ITEM_STARTED,
+                    {
+                        "item_id": item.item_id,
+                        "worker_id": worker_id,
+                        "attempt": attempt,
+                        "time": time.time(),
+                    },
+                )
+            if state is None:
+                state = RetryState()
+            deadline = asyncio.timeout(timeout)
+            try:
+                if cfg.dry_run:
+                    returned: Any = await work.strategy.dry_run(work.prompt)
+                else:
+                    async with deadline:
+                        returned = await work.strategy.execute(work.prompt, attempt, timeout, state)
+            except _CANCELLED:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                exc: Exception = RuntimeError("the call was cancelled from inside the strategy")
+            except TimeoutError as error:
+                exc = error
+                if deadline.expired():
+                    exc = FrameworkTimeoutError(
+                        f"attempt {attempt} of item {item.item_id!r} ran past "
+                        f"timeout_per_item={timeout}s",
+                        item_id=item.item_id,
+                        elapsed=time.perf_counter() - started,
+                        timeout_limit=timeout,
+                    )
+            except Exception as error:
+                exc = error
+            else:
+                output, usage = returned[0], returned[1]
+                if len(returned) > 2 and returned[2]:
+                    metadata = returned[2]
+                    call_cost = metadata.get("cost")
+                    if call_cost is not None:
+                        cost = (cost or 0.0) + call_cost
+                if usage:
+                    usage_in += usage.get("input_tokens", 0)
+                    usage_out += usage.get("output_tokens", 0)
+                    usage_cached += usage.get("cached_input_tokens", 0)
+                if pacer is not None:
+                    pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
+                if self._consecutive_limits:
+                    self._consecutive_limits = 0
+                return await self._succeed(
+                    item,
+                    index,
+                    worker_id,
+                    output,
+                    attempt,
+                    started,
+                    (usage_in, usage_out, usage_cached, cost),
+                    metadata,
+                )
+
+            # ---- the attempt failed
+            failed_usage = failed_attempt_usage(exc)
+            if failed_usage:
+                usage_in += failed_usage.get("input_tokens", 0)
+                usage_out += failed_usage.get("output_tokens", 0)
+                usage_cached += failed_usage.get("cached_input_tokens", 0)
+                failed_cost = failed_usage.get("cost")
+                if failed_cost is not None:
+                    cost = (cost or 0.0) + failed_cost
+            if pacer is not None:
+                pacer.settle(estimate, failed_usage.get("total_tokens", 0) if failed_usage else 0)
+            error_info = self._classify(classifier, exc)
+            try:
+                await work.strategy.on_error(exc, attempt, state)
+            except Exception:
+                logger.exception("strategy.on_error failed for item %r", item.item_id)
+            totals = (usage_in, usage_out, usage_cached, cost)
+            if error_info.is_rate_limit:
+                rate_limited += 1
+                counted -= 1
+                self._stats.rate_limit_count += 1
+                if emit:
+                    emit(
+                        _EV.RATE_LIMIT_HIT,
+                        {
+                            "item_id": item.item_id,
+                            "worker_id": worker_id,
+                            "attempt": attempt,
+                            "error": _describe(exc),
+                            "suggested_wait": error_info.suggested_wait,
+                        },
+                    )
+                if rate_limited > cfg.rate_limit.max_rate_limit_retries:
+                    limit_exc = RateLimitRetriesExceeded(
+                        f"rate-limited {rate_limited} times (max_rate_limit_retries="
+                        f"{cfg.rate_limit.max_rate_limit_retries}): {_describe(exc)}"
+                    )
+                    return await self._fail(
+                        item, index, worker_id, limit_exc, attempt, started, totals, "rate_limit"
+                    )
+                await self._start_cooldown(worker_id, error_info)
+                continue
+            if not error_info.is_retryable or counted >= retry.max_attempts:
+                return await self._fail(
+                    item, index, worker_id, exc, attempt, started, totals, error_info.error_category
+                )
+            wait = (
+                0.0
+                if error_info.error_category == "validation_error"
+                else self._backoff(counted + 1)
+            )
+            self._stats.retry_count += 1
+            if emit:
+                emit(
+                    _EV.ITEM_RETRY,
+                    {
+                        "item_id": item.item_id,
+                        "worker_id": worker_id,
+                        "attempt": attempt,
+                        "wait": wait,
+                        "error_type": type(exc).__name__,
+                        "error_category": error_info.error_category,
+                        "error": _describe(exc),
+                        "tokens": failed_usage,
+                    },
+                )
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    def _backoff(self, next_attempt: int) -> float:
+        retry = self.config.retry
+        wait = retry.wait_before(next_attempt)
+        if retry.jitter:
+            wait *= random.uniform(0.5, 1.0)
+        return wait
+
+    def _classify(self, classifier: ErrorClassifier | None, exc: Exception) -> ErrorInfo:
+        chosen = self.error_classifier or classifier or self._default_classifier
+        try:
+            return chosen.classify(exc)
+        except Exception:
+            logger.exception("error classifier %r failed; using the default", chosen)
+            return self._default_classifier.classify(exc)
+
+    async def _prepare(self, strategy: Any) -> BaseException | None:
+        """Prepare a strategy once (under a lock); a failure is returned, and retried next time."""
+        key = id(strategy)
+        entry = self._strategies.get(key)
+        if entry is None:
+            entry = (strategy, _Strategy())
+            self._strategies[key] = entry
+        info = entry[1]
+        async with info.lock:
+            if info.prepared:
+                return None
+            try:
+                await strategy.prepare()
+            except Exception as exc:
+                logger.warning("prepare() of strategy %r failed: %s", strategy, exc)
+                return exc
+            info.prepared = True
+            info.classifier = getattr(strategy, "error_classifier", None)
+        return None
+
+    async def _before_process(
+        self, item: LLMWorkItem[TInput, TOutput, TContext]
+    ) -> LLMWorkItem[TInput, TOutput, TContext] | None:
+        work: LLMWorkItem[TInput, TOutput, TContext] | None = item
+        for middleware in self.middlewares:
+            try:
+                work = await middleware.before_process(work)  # type: ignore[arg-type]
+            except Exception:
+                logger.exception("middleware %r before_process failed; skipped", middleware)
+                continue
+            if work is None:
+                return None
+        return work
+
+    # ----------------------------------------------------------------- outcomes
+
+    async def _succeed(
+        self,
+        item: LLMWorkItem[TInput, TOutput, TContext],
+        index: int,
+        worker_id: int,
+        output: Any,
+        attempts: int,
+        started: float,
+        totals: tuple[int, int, int, float | None],
+        metadata: dict[str, Any] | None,
+    ) -> WorkItemResult[TOutput, TContext]:
+        usage_in, usage_out, cached, cost = totals
+        result: WorkItemResult[TOutput, TContext] = WorkItemResult(
+            item.item_id,
+            True,
+            output,
+            None,
+            item.context,
+            {
+                "input_tokens": usage_in,
+                "output_tokens": usage_out,
+                "total_tokens": usage_in + usage_out,
+                "cached_input_tokens": cached,
+            },
+            metadata.get("gemini_safety_ratings") if metadata else None,
+            attempts,
+            None,
+            time.perf_counter() - started,
+            cost,
+            metadata,
+            index,
+        )
+        for middleware in reversed(self.middlewares):
+            try:
+                result = await middleware.after_process(result)
+            except Exception:
+                logger.exception("middleware %r after_process failed; skipped", middleware)
+        if self._events.observers:
+            self._events.emit(
+                _EV.ITEM_COMPLETED,
+                {
+                    "item_id": item.item_id,
+                    "worker_id": worker_id,
+                    "duration": result.duration,
+                    "attempts": attempts,
+                    "tokens": result.token_usage,
+                    "cost": cost,
+                    "result": result,
+                },
+            )
+        return result
+
+    async def _fail(
+        self,
+        item: LLMWorkItem[TInput, TOutput, TContext],
+        index: int,
+        worker_id: int,
+        exc: BaseException | None,
+        attempts: int,
+        started: float,
+        totals: tuple[int, int, int, float | None] | None,
+        category: str,
+    ) -> WorkItemResult[TOutput, TContext]:
+        usage_in, usage_out, cached, cost = totals or (0, 0, 0, None)
+        if exc is None:
+            message, error_type = "Skipped by middleware", "ItemSkipped"
+        else:
+            message, error_type = _describe(exc), type(exc).__name__
+        result: WorkItemResult[TOutput, TContext] | None = None
+        if exc is not None and self.middlewares and isinstance(exc, Exception):
+            for middleware in self.middlewares:
+                try:
+                    result = await middleware.on_error(item, exc)
+                except Exception:
+                    logger.exception("middleware %r on_error failed; skipped", middleware)
+                    continue
+                if result is not None:
+                    break
+        usage = {
+            "input_tokens": usage_in,
+            "output_tokens": usage_out,
+            "total_tokens": usage_in + usage_out,
+            "cached_input_tokens": cached,
+        }
+        if result is not None:
+            result.attempts = result.attempts or attempts
+            result.input_index = index
+            if result.success:
+                if self._events.observers:
+                    self._events.emit(
+                        _EV.ITEM_COMPLETED,
+                        {
+                            "item_id": item.item_id,
+                            "worker_id": worker_id,
+                            "duration": result.duration,
+                            "attempts": result.attempts,
+                            "tokens": result.token_usage,
+                            "cost": result.cost,
+                            "result": result,
+                        },
+                    )
+                return result
+        else:
+            result = WorkItemResult(
+                item.item_id,
+                False,
+                None,
+                message,
+                item.context,
+                usage,
+                None,
+                attempts,
+                category,
+                time.perf_counter() - started,
+                cost,
+                None,
+                index,
+            )
+        if self._events.observers:
+            self._events.emit(
+                _EV.ITEM_FAILED,
+                {
+                    "item_id": item.item_id,
+                    "worker_id": worker_id,
+                    "error": result.error,
+                    "error_type": error_type,
+                    "error_category": result.error_category or category,
+                    "attempts": attempts,
+                    "duration": result.duration,
+                    "tokens": result.token_usage,
+                    "cost": result.cost,
+                    "result": result,
+                },
+            )
+        return result
+
+    async def _record(self, result: WorkItemResult[TOutput, TContext]) -> None:
+        """Count a result, hand it on, run the post-processor and the progress callback."""
+        stats = self._stats
+        stats.processed += 1
+        if result.success:
+            stats.succeeded += 1
+        else:
+            stats.failed += 1
+            category = result.error_category or "unknown"
+            stats.error_counts[category] = stats.error_counts.get(category, 0) + 1
+        usage = result.token_usage
+        stats.total_input_tokens += usage.get("input_tokens", 0)
+        stats.total_output_tokens += usage.get("output_tokens", 0)
+        stats.total_tokens += usage.get("total_tokens", 0)
+        stats.cached_input_tokens += usage.get("cached_input_tokens", 0)
+        if result.cost is not None:
+            stats.total_cost += result.cost
+            stats.cost_known = True
+        if self.post_processor is not None:
+            await self._run_post_processor(result)
+        if self.progress_callback is not None:
+            processed = stats.processed
+            if processed - self._last_progress >= self.config.progress_interval or (
+                self._closed and processed == self._added
+            ):
+                self._last_progress = processed
+                await self._call_progress(processed, self._added, result.item_id)
+        if self._result_queue is not None:
+            await self._result_queue.put(result)
+        elif self._collect:
+            self._results.append(result)
+
+    async def _run_post_processor(self, result: WorkItemResult[TOutput, TContext]) -> None:
+        try:
+            async with asyncio.timeout(self.config.post_processor_timeout):
+                returned = self.post_processor(result)  # type: ignore[misc]
+                if asyncio.iscoroutine(returned):
+                    await returned
+        except TimeoutError:
+            logger.warning(
+                "post_processor took over %ss on item %r; skipped",
+                self.config.post_processor_timeout,
+                result.item_id,
+            )
+        except Exception:
+            logger.exception("post_processor failed on item %r", result.item_id)
+
+    async def _call_progress(self, completed: int, total: int, item_id: str) -> None:
+        try:
+            returned = self.progress_callback(completed, total, item_id)  # type: ignore[misc]
+            if asyncio.iscoroutine(returned):
+                async with asyncio.timeout(self.config.progress_callback_timeout):
+                    await returned
+        except TimeoutError:
+            logger.warning(
+                "progress_callback took over %ss; skipped", self.config.progress_callback_timeout
+            )
+        except Exception:
+            logger.exception("progress_callback failed")
+
+    async def _complete(self) -> None:
+        """Once every worker has ended: final events, stats and the end of the result stream."""
+        if self._finished is not None and self._finished.is_set():
+            return
+        if self._finished is not None:
+            self._finished.set()
+        stats = self._stats
+        stats.end_time = time.time()
+        if self._events.observers:
+            self._events.emit(
+                _EV.BATCH_COMPLETED,
+                {
+                    "processed": stats.processed,
+                    "succeeded": stats.succeeded,
+                    "failed": stats.failed,
+                    "total": self._added,
+                    "total_tokens": stats.total_tokens,
+                    "cached_input_tokens": stats.cached_input_tokens,
+                    "duration": time.perf_counter() - self._start_monotonic,
+                },
+            )
+        if self._result_queue is not None:
+            await self._result_queue.put(_STOP)
+        await self._events.drain()
+
+    # ----------------------------------------------------------------- rate limits
+
+    async def _start_cooldown(self, worker_id: int, info: ErrorInfo) -> None:
+        """Pause every worker: the first to see a limit coordinates, the others just wait."""
+        now = time.monotonic()
+        if self._cooldown_handle is not None:
+            return  # a cooldown is already in force: wait at the gate with everyone else
+        self._consecutive_limits += 1
+        consecutive = self._consecutive_limits
+        duration = await self.rate_limit_strategy.on_rate_limit(worker_id, consecutive)
+        if info.suggested_wait is not None:
+            duration = info.suggested_wait
+        if self._cooldown_handle is not None:  # another worker began one while we awaited
+            return
+        gate = self._gate
+        assert gate is not None
+        gate.clear()
+        self._cooldown_until = now + duration
+        self._slow_start_count = -1
+        self._cooldown_handle = asyncio.get_running_loop().call_later(
+            duration, self._end_cooldown, duration
+        )
+        if self._events.observers:
+            self._events.emit(
+                _EV.COOLDOWN_STARTED,
+                {
+                    "worker_id": worker_id,
+                    "duration": duration,
+                    "consecutive": consecutive,
+                    "until": time.time() + duration,
+                },
+            )
+
+    def _end_cooldown(self, duration: float) -> None:
+        self._cooldown_handle = None
+        self._cooldown_until = 0.0
+        self._slow_start_count = 0
+        if not self._paused and self._gate is not None:
+            self._gate.set()
+        if self._events.observers:
+            self._events.emit(_EV.COOLDOWN_ENDED, {"duration": duration})
+
+    async def _slow_start_delay(self) -> None:
+        count = self._slow_start_count
+        self._slow_start_count = count + 1
+        apply, delay = self.rate_limit_strategy.should_apply_slow_start(count)
+        if not apply:
+            self._slow_start_count = -1
+            return
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _with_legacy_keywords(
+    config: ProcessorConfig | None,
+    max_workers: int | None,
+    timeout_per_item: float | None,
+    rate_limit_cooldown: float | None,
+) -> ProcessorConfig:
+    """Apply the deprecated constructor keywords to a copy of ``config`` (never the original)."""
+    config = config if config is not None else ProcessorConfig()
+    legacy = {
+        name: value
+        for name, value in (
+            ("max_workers", max_workers),
+            ("timeout_per_item", timeout_per_item),
+            ("rate_limit_cooldown", rate_limit_cooldown),
+        )
+        if value is not None
+    }
+    if not legacy:
+        return config
+    warnings.warn(
+        f"ParallelBatchProcessor({', '.join(legacy)}=...) is deprecated: "
+        "pass config=ProcessorConfig(...) instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    changes: dict[str, Any] = {}
+    if max_workers is not None:
+        changes["max_workers"] = max_workers
+    if timeout_per_item is not None:
+        changes["timeout_per_item"] = timeout_per_item
+    if rate_limit_cooldown is not None:
+        changes["rate_limit"] = dataclasses.replace(
+            config.rate_limit, cooldown_seconds=rate_limit_cooldown
+        )
+    return dataclasses.replace(config, **changes)
