@@ -1,0 +1,378 @@
+"""Batch files: a JSONL items file, or a TOML spec with run settings that points at one.
+
+Items are read as a stream (line by line, bounded memory) so a batch of any size can be
+validated and run. Every problem is reported as a `BatchFileError` naming the file, line
+and field, which the CLI prints (never a traceback) before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_LINE_BYTES = 32 * 1024 * 1024
+"""Longest accepted JSONL line; caps the memory one line can take."""
+
+_JSON_TYPES = {type(None): "null", bool: "boolean", str: "string", list: "array", dict: "object"}
+_EXPECTED = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a table",
+}
+_SECRETS_MSG = (
+    "API keys must not be stored in batch files; set the provider's environment variable "
+    "instead (e.g. OPENAI_API_KEY or ANTHROPIC_API_KEY)"
+)
+
+
+class BatchFileError(Exception):
+    """A problem in a batch file, located as precisely as possible (path, line, field)."""
+
+    def __init__(
+        self, path: Path | str, message: str, *, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+        what = f"field '{self.field}': {self.message}" if self.field else self.message
+        return f"{where}: {what}"
+
+
+def _type_name(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _describe(err: Any) -> str:
+    """Turn one pydantic error dict into a short human message."""
+    kind = err["type"]
+    if kind == "missing":
+        return "missing (required)"
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}, got {_type_name(err['input'])}"
+    ctx = err.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']:g}, got {err['input']!r}"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']:g}, got {err['input']!r}"
+    if kind == "finite_number":
+        return "must be a finite number"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+class BatchItem(BaseModel):
+    """One request of a batch. Unknown keys are ignored so files can carry extra data."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    id: str
+    prompt: str
+    context: Any = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class _DigestSet:
+    """Set of 64-bit id digests in one flat array: ~16 bytes per id, where a set takes ~80.
+
+    The digest is str's own (keyed SipHash) hash, free because str caches it. A digest
+    match may be a collision, so callers confirm a duplicate before reporting it.
+    """
+
+    def __init__(self) -> None:
+        self._slots = array("Q", bytes(8 * 1024))
+        self._mask = 1023
+        self._count = 0
+
+    @staticmethod
+    def digest(key: str) -> int:
+        return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1  # 0 marks an empty slot
+
+    def add(self, key: str) -> bool:
+        """Add key; False if its digest was already present (a duplicate, or a collision)."""
+        h, slots, mask = self.digest(key), self._slots, self._mask
+        i = h & mask
+        while (v := slots[i]) != 0:
+            if v == h:
+                return False
+            i = (i + 1) & mask
+        slots[i] = h
+        self._count += 1
+        if self._count * 2 > mask:  # keep the load factor under 1/2
+            self._grow()
+        return True
+
+    def _grow(self) -> None:
+        old = self._slots
+        self._slots = slots = array("Q", bytes(16 * len(old)))
+        self._mask = mask = len(slots) - 1
+        for h in old:
+            if h:
+                i = h & mask
+                while slots[i]:
+                    i = (i + 1) & mask
+                slots[i] = h
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise BatchFileError(path, "file not found")
+    if not path.is_file():
+        raise BatchFileError(path, "not a file")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, decoded text) for each non-blank line, one at a time."""
+    _check_file(path)
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise BatchFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    with fh:
+        lineno = 0
+        while raw := fh.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES:
+                limit = MAX_LINE_BYTES // (1024 * 1024)
+                raise BatchFileError(path, f"line longer than {limit} MiB", line=lineno)
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # tolerate a UTF-8 byte-order mark
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                msg = f"invalid UTF-8 at byte offset {exc.start} of the line ({exc.reason})"
+                raise BatchFileError(path, msg, line=lineno) from None
+            if text.strip():
+                yield lineno, text
+
+
+def _parse_item(path: Path, lineno: int, text: str) -> BatchItem:
+    try:  # fast path: pydantic parses and validates in one go
+        return BatchItem.model_validate_json(text)
+    except ValidationError:
+        pass  # redo it slowly to explain the problem (or accept what json.loads accepts)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"invalid JSON: {exc.msg} (column {exc.colno})"
+        raise BatchFileError(path, msg, line=lineno) from None
+    if not isinstance(data, dict):
+        msg = f"expected a JSON object, got {_type_name(data)}"
+        raise BatchFileError(path, msg, line=lineno)
+    try:  # json.loads accepts "\ud800"; such text cannot be stored or sent later
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        msg = "invalid \\u escape: unpaired surrogate (not a Unicode character)"
+        raise BatchFileError(path, msg, line=lineno) from None
+    try:
+        return BatchItem.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]  # report the first field that is wrong (id before prompt)
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise BatchFileError(path, _describe(err), line=lineno, field=field) from None
+
+
+def _first_line_of(path: Path, item_id: str, before: int) -> int | None:
+    """Rescan for the first line holding item_id; only runs when a duplicate is suspected."""
+    for lineno, text in _lines(path):
+        if lineno >= before:
+            break
+        if json.loads(text).get("id") == item_id:  # lines before `before` are valid objects
+            return lineno
+    return None
+
+
+def iter_items(path: Path | str) -> Iterator[BatchItem]:
+    """Stream validated items from a JSONL file; raises BatchFileError at the first problem.
+
+    Memory stays bounded: one line at a time plus an 8-byte digest per id for duplicate
+    detection. An empty file (no items) is an error, raised once the file is exhausted.
+    """
+    path = Path(path)
+    seen = _DigestSet()
+    count = 0
+    for lineno, text in _lines(path):
+        item = _parse_item(path, lineno, text)
+        if not seen.add(item.id):
+            first = _first_line_of(path, item.id, lineno)
+            if first is not None:  # otherwise a digest collision, not a duplicate
+                msg = f"duplicate id {item.id!r} (first seen on line {first})"
+                raise BatchFileError(path, msg, line=lineno, field="id")
+        count += 1
+        yield item
+    if count == 0:
+        raise BatchFileError(path, "no items (the file is empty)")
+
+
+def validate_file(path: Path | str) -> int:
+    """Check every line of a JSONL items file and return the number of items."""
+    return sum(1 for _ in iter_items(path))
+
+
+class BatchSpec(BaseModel):
+    """Run settings from a TOML spec; unknown keys are errors so typos never pass silently."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+    name: str | None = None
+    items: str
+    model: str = "simulated/demo"
+    api_base: str | None = None
+    workers: int = Field(8, ge=1)
+    rpm: float | None = Field(None, gt=0)
+    tpm: float | None = Field(None, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    timeout: float = Field(60.0, gt=0)
+    system_prompt: str | None = None
+    temperature: float | None = Field(None, ge=0)
+    max_tokens: int | None = Field(None, ge=1)
+    completion_options: dict[str, Any] = Field(default_factory=dict)
+    response_schema: dict[str, Any] | None = None
+    response_schema_file: str | None = None
+    dry_run: bool = False
+
+    @field_validator("model", "items")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    def merged(self, **overrides: Any) -> BatchSpec:
+        """Return a validated copy with the non-None overrides (e.g. CLI flags) applied."""
+        unknown = sorted(set(overrides) - set(type(self).model_fields))
+        if unknown:
+            raise TypeError(f"unknown BatchSpec field(s): {', '.join(unknown)}")
+        data = self.model_dump()
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return _validate_spec("command-line options", data, text="")
+
+
+@dataclass(frozen=True)
+class LoadedBatch:
+    """A batch ready to run: its settings and the resolved path of its items file."""
+
+    spec: BatchSpec
+    items_path: Path
+    spec_path: Path | None = None
+
+
+def _key_line(text: str, key: str) -> int | None:
+    """Best-effort line of a top-level TOML key or table (tomllib reports no positions)."""
+    quoted = rf"""(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')"""
+    assign, header = re.compile(rf"^\s*{quoted}\s*[.=]"), re.compile(rf"^\s*\[+\s*{quoted}\s*[.\]]")
+    in_table = False
+    for n, line in enumerate(text.splitlines(), 1):
+        if header.match(line):
+            return n
+        in_table = in_table or line.lstrip().startswith("[")
+        if not in_table and assign.match(line):
+            return n
+    return None
+
+
+def _validate_spec(path: Path | str, data: dict[str, Any], text: str) -> BatchSpec:
+    known = BatchSpec.model_fields
+    for key in data:
+        if key == "api_key":
+            raise BatchFileError(path, _SECRETS_MSG, line=_key_line(text, key), field=key)
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            msg = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            raise BatchFileError(path, msg, line=_key_line(text, key))
+    options = data.get("completion_options")
+    if isinstance(options, dict) and "api_key" in options:
+        line = _key_line(text, "completion_options")
+        raise BatchFileError(path, _SECRETS_MSG, line=line, field="completion_options.api_key")
+    try:
+        return BatchSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        line = _key_line(text, str(err["loc"][0])) if err["loc"] else None
+        field = ".".join(str(p) for p in err["loc"]) or None
+        raise BatchFileError(path, _describe(err), line=line, field=field) from None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _load_schema_file(spec_path: Path, schema_path: Path) -> dict[str, Any]:
+    field = "response_schema_file"
+    try:
+        schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BatchFileError(spec_path, f"file not found: {schema_path}", field=field) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BatchFileError(spec_path, f"cannot load {schema_path}: {exc}", field=field) from None
+    if not isinstance(schema, dict):
+        msg = f"{schema_path} must hold a JSON object, got {_type_name(schema)}"
+        raise BatchFileError(spec_path, msg, field=field)
+    return schema
+
+
+def load_spec(path: Path) -> LoadedBatch:
+    """Read a TOML spec; resolve its items path (and schema file) against the spec's folder."""
+    _check_file(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+        data = tomllib.loads(text)
+    except OSError as exc:
+        raise BatchFileError(path, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BatchFileError(path, f"invalid UTF-8 at byte offset {exc.start}") from None
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\s*\(at line (\d+), column (\d+)\)", str(exc))
+        if found is None:
+            raise BatchFileError(path, f"invalid TOML: {exc}") from None
+        msg = f"invalid TOML: {str(exc)[: found.start()]} (column {found.group(2)})"
+        raise BatchFileError(path, msg, line=int(found.group(1))) from None
+    spec = _validate_spec(path, data, text)
+    base = path.parent
+    items_path = _resolve(base, spec.items)
+    if not items_path.is_file():
+        msg = f"{'not a file' if items_path.exists() else 'file not found'}: {items_path}"
+        raise BatchFileError(path, msg, line=_key_line(text, "items"), field="items")
+    updates: dict[str, Any] = {"items": str(items_path)}
+    if spec.response_schema_file is not None:
+        if spec.response_schema is not None:
+            msg = "give either response_schema or response_schema_file, not both"
+            raise BatchFileError(path, msg, field="response_schema_file")
+        schema_path = _resolve(base, spec.response_schema_file)
+        updates["response_schema_file"] = str(schema_path)
+        updates["response_schema"] = _load_schema_file(path, schema_path)
+    return LoadedBatch(spec=spec.model_copy(update=updates), items_path=items_path, spec_path=path)
+
+
+def load_batch(path: Path | str) -> LoadedBatch:
+    """Load a batch: a `.toml` spec, or (any other suffix) a JSONL items file with defaults.
+
+    Items are not read here; stream them with `iter_items(batch.items_path)`.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".toml":
+        return load_spec(path)
+    _check_file(path)
+    return LoadedBatch(spec=BatchSpec(items=str(path), name=path.stem), items_path=path)
