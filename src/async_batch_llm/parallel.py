@@ -30,7 +30,7 @@ from .base import (
     WorkItemResult,
 )
 from .core.config import ProcessorConfig
-from .core.events import EventDispatcher
+from .core.events import EventDispatcher, ResumedCoroutine
 from .core.pacing import Pacer
 from .middleware.base import Middleware
 from .observers.base import ProcessingEvent, ProcessorObserver
@@ -350,6 +350,14 @@ class ParallelBatchProcessor(
             emit(_EV.WORKER_STARTED, {"worker_id": worker_id})
         backlog, queue = self._backlog, self._queue
         assert queue is not None
+        process, count, results = self._process_item, self._count, self._results
+        # Results need the awaited path only for a post-processor, progress or a stream.
+        deliver = (
+            self._deliver
+            if self.post_processor or self.progress_callback or self._result_queue
+            else None
+        )
+        collect = self._collect
         try:
             while len(self._workers) <= self._target_workers:
                 if backlog:
@@ -362,8 +370,12 @@ class ParallelBatchProcessor(
                             await self._complete()
                         break
                     index, item = entry
-                result = await self._process_item(item, index, worker_id)
-                await self._record(result)
+                result = await process(item, index, worker_id)
+                count(result)
+                if deliver is not None:
+                    await deliver(result)
+                elif collect:
+                    results.append(result)
         finally:
             self._workers.pop(worker_id, None)
             if emit:
@@ -437,20 +449,30 @@ class ParallelBatchProcessor(
                 )
             if state is None:
                 state = RetryState()
-            deadline = asyncio.timeout(timeout)
+            deadline: asyncio.Timeout | None = None
             try:
-                if cfg.dry_run:
-                    returned: Any = await work.strategy.dry_run(work.prompt)
+                call = (
+                    work.strategy.dry_run(work.prompt)
+                    if cfg.dry_run
+                    else work.strategy.execute(work.prompt, attempt, timeout, state)
+                )
+                # Step the call once in place: one that finishes without awaiting needs no
+                # timer; one that awaits carries on under the per-attempt timeout.
+                try:
+                    first = call.send(None)
+                except StopIteration as done:
+                    returned: Any = done.value
                 else:
+                    deadline = asyncio.timeout(timeout)
                     async with deadline:
-                        returned = await work.strategy.execute(work.prompt, attempt, timeout, state)
+                        returned = await ResumedCoroutine(call, first)
             except _CANCELLED:
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
                 exc: Exception = RuntimeError("the call was cancelled from inside the strategy")
             except TimeoutError as error:
                 exc = error
-                if deadline.expired():
+                if deadline is not None and deadline.expired():
                     exc = FrameworkTimeoutError(
                         f"attempt {attempt} of item {item.item_id!r} ran past "
                         f"timeout_per_item={timeout}s",
@@ -475,7 +497,18 @@ class ParallelBatchProcessor(
                     pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
                 if self._consecutive_limits:
                     self._consecutive_limits = 0
-                return await self._succeed(
+                if self.middlewares:
+                    return await self._succeed_with_middleware(
+                        item,
+                        index,
+                        worker_id,
+                        output,
+                        attempt,
+                        started,
+                        (usage_in, usage_out, usage_cached, cost),
+                        metadata,
+                    )
+                return self._succeed(
                     item,
                     index,
                     worker_id,
@@ -606,7 +639,7 @@ class ParallelBatchProcessor(
 
     # ----------------------------------------------------------------- outcomes
 
-    async def _succeed(
+    def _succeed(
         self,
         item: LLMWorkItem[TInput, TOutput, TContext],
         index: int,
@@ -617,8 +650,46 @@ class ParallelBatchProcessor(
         totals: tuple[int, int, int, float | None],
         metadata: dict[str, Any] | None,
     ) -> WorkItemResult[TOutput, TContext]:
+        """The result of a successful item, announced to the observers."""
+        result = self._success_result(item, index, output, attempts, started, totals, metadata)
+        if self._events.observers:
+            self._emit_completed(result, worker_id)
+        return result
+
+    async def _succeed_with_middleware(
+        self,
+        item: LLMWorkItem[TInput, TOutput, TContext],
+        index: int,
+        worker_id: int,
+        output: Any,
+        attempts: int,
+        started: float,
+        totals: tuple[int, int, int, float | None],
+        metadata: dict[str, Any] | None,
+    ) -> WorkItemResult[TOutput, TContext]:
+        """As :meth:`_succeed`, after each middleware's ``after_process`` (reverse order)."""
+        result = self._success_result(item, index, output, attempts, started, totals, metadata)
+        for middleware in reversed(self.middlewares):
+            try:
+                result = await middleware.after_process(result)
+            except Exception:
+                logger.exception("middleware %r after_process failed; skipped", middleware)
+        if self._events.observers:
+            self._emit_completed(result, worker_id)
+        return result
+
+    @staticmethod
+    def _success_result(
+        item: LLMWorkItem[TInput, TOutput, TContext],
+        index: int,
+        output: Any,
+        attempts: int,
+        started: float,
+        totals: tuple[int, int, int, float | None],
+        metadata: dict[str, Any] | None,
+    ) -> WorkItemResult[TOutput, TContext]:
         usage_in, usage_out, cached, cost = totals
-        result: WorkItemResult[TOutput, TContext] = WorkItemResult(
+        return WorkItemResult(
             item.item_id,
             True,
             output,
@@ -638,25 +709,20 @@ class ParallelBatchProcessor(
             metadata,
             index,
         )
-        for middleware in reversed(self.middlewares):
-            try:
-                result = await middleware.after_process(result)
-            except Exception:
-                logger.exception("middleware %r after_process failed; skipped", middleware)
-        if self._events.observers:
-            self._events.emit(
-                _EV.ITEM_COMPLETED,
-                {
-                    "item_id": item.item_id,
-                    "worker_id": worker_id,
-                    "duration": result.duration,
-                    "attempts": attempts,
-                    "tokens": result.token_usage,
-                    "cost": cost,
-                    "result": result,
-                },
-            )
-        return result
+
+    def _emit_completed(self, result: WorkItemResult[TOutput, TContext], worker_id: int) -> None:
+        self._events.emit(
+            _EV.ITEM_COMPLETED,
+            {
+                "item_id": result.item_id,
+                "worker_id": worker_id,
+                "duration": result.duration,
+                "attempts": result.attempts,
+                "tokens": result.token_usage,
+                "cost": result.cost,
+                "result": result,
+            },
+        )
 
     async def _fail(
         self,
@@ -695,18 +761,7 @@ class ParallelBatchProcessor(
             result.input_index = index
             if result.success:
                 if self._events.observers:
-                    self._events.emit(
-                        _EV.ITEM_COMPLETED,
-                        {
-                            "item_id": item.item_id,
-                            "worker_id": worker_id,
-                            "duration": result.duration,
-                            "attempts": result.attempts,
-                            "tokens": result.token_usage,
-                            "cost": result.cost,
-                            "result": result,
-                        },
-                    )
+                    self._emit_completed(result, worker_id)
                 return result
         else:
             result = WorkItemResult(
@@ -742,8 +797,8 @@ class ParallelBatchProcessor(
             )
         return result
 
-    async def _record(self, result: WorkItemResult[TOutput, TContext]) -> None:
-        """Count a result, hand it on, run the post-processor and the progress callback."""
+    def _count(self, result: WorkItemResult[TOutput, TContext]) -> None:
+        """Add one result to the run's counters."""
         stats = self._stats
         stats.processed += 1
         if result.success:
@@ -760,6 +815,10 @@ class ParallelBatchProcessor(
         if result.cost is not None:
             stats.total_cost += result.cost
             stats.cost_known = True
+
+    async def _deliver(self, result: WorkItemResult[TOutput, TContext]) -> None:
+        """Run the post-processor and progress callback, then hand the result on."""
+        stats = self._stats
         if self.post_processor is not None:
             await self._run_post_processor(result)
         if self.progress_callback is not None:

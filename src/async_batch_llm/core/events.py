@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from ..observers.base import ProcessingEvent, ProcessorObserver
@@ -47,6 +47,23 @@ class ResumedCoroutine:
                     return stop.value
 
 
+def sync_handler(
+    observer: ProcessorObserver,
+) -> Callable[[ProcessingEvent, dict[str, Any]], None] | None:
+    """The observer's ``on_event_sync``, if its class offers one and did not override ``on_event``.
+
+    Built-in observers that never await implement both; calling the plain function skips
+    creating a coroutine per event. A subclass that overrides only ``on_event`` keeps it.
+    """
+    handler = getattr(observer, "on_event_sync", None)
+    if handler is None:
+        return None
+    for cls in type(observer).__mro__:
+        if "on_event_sync" in cls.__dict__:
+            return handler if type(observer).on_event is cls.__dict__.get("on_event") else None
+    return None
+
+
 class EventDispatcher:
     """Delivers each event to every observer, each with its own copy of the payload."""
 
@@ -54,13 +71,26 @@ class EventDispatcher:
         self.observers = list(observers)
         self.timeout = timeout
         self._pending: set[asyncio.Task[None]] = set()
+        last = len(self.observers) - 1
+        # (observer, its synchronous handler or None, whether it needs its own copy): the
+        # last observer takes the payload itself, every other one a copy.
+        self._routes = tuple(
+            (observer, sync_handler(observer), index != last)
+            for index, observer in enumerate(self.observers)
+        )
 
     def emit(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
         """Deliver ``event`` now; observers that await finish in the background."""
-        last = len(self.observers) - 1
-        for index, observer in enumerate(self.observers):
+        for observer, sync, copy in self._routes:
+            payload = data.copy() if copy else data
+            if sync is not None:
+                try:
+                    sync(event, payload)
+                except Exception:
+                    logger.exception("observer %r failed on %s; skipped", observer, event.value)
+                continue
             try:
-                coro = observer.on_event(event, data if index == last else data.copy())
+                coro = observer.on_event(event, payload)
                 first = coro.send(None)
             except StopIteration:
                 continue

@@ -41,6 +41,10 @@ class MetricsObserver(BaseObserver):
         self._processing_times: deque[float] = deque(maxlen=self._max_samples)
 
     async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        self.on_event_sync(event, data)
+
+    def on_event_sync(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        """Count one event (the dispatcher calls this directly: no coroutine per event)."""
         if event is _COMPLETED:
             self.items_processed += 1
             self.items_succeeded += 1

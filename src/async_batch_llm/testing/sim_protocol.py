@@ -1,0 +1,255 @@
+"""The wire side of the provider simulator: request parsing, directives, response bodies.
+
+Pure functions with no server state, so they are cheap to test and to call per request.
+The directive grammar is documented in :mod:`async_batch_llm.testing.simulator`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+_DIRECTIVE_RE = re.compile(r"\[\[sim:([^\]]*)\]\]")
+_COUNT_RE = re.compile(r"^(?P<head>.*?)(?:\s+x(?P<count>\d+))?\s*$")
+_REPLY_OPEN = "[[sim:reply="
+_NAMED_KINDS = frozenset({"quota", "context_window", "malformed", "reset", "slow", "ok"})
+_ERROR_KINDS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Bad request"),
+    401: ("authentication_error", "invalid_api_key", "Incorrect API key provided"),
+    403: ("permission_error", None, "You are not allowed to use this model"),
+    404: ("not_found_error", "model_not_found", "The model does not exist"),
+    429: ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached"),
+    503: ("server_error", "service_unavailable", "The server is overloaded, try again later"),
+}
+
+
+class InvalidRequest(Exception):
+    """A request (or directive) the simulator answers with a 400."""
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Directive:
+    """One parsed ``[[sim:...]]`` fault directive."""
+
+    kind: str
+    count: int | None
+    seconds: float | None = None
+    retry_after: float | None = None
+
+
+@dataclass(slots=True)
+class ChatCall:
+    """The fields of a chat request the simulator needs, read without a schema library."""
+
+    model: str
+    text: str
+    last_user: str
+    prompt_hash: str
+    prompt_tokens: int
+    response_format: Any
+    faults: list[Directive] = field(default_factory=list)
+    reply: str | None = None
+    directive_error: str | None = None
+    """Why a ``[[sim:...]]`` directive could not be parsed (answered with a 400)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """Cheap deterministic token estimate: one token per four characters, rounded up."""
+    return (len(text) + 3) // 4
+
+
+def _content_text(content: Any) -> str:
+    """The text of a message's ``content``: a string, or the text parts of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = (p.get("text") for p in content if isinstance(p, dict))
+        return "".join(p for p in parts if isinstance(p, str))
+    return "" if content is None else str(content)
+
+
+def parse_call(raw: bytes) -> ChatCall:
+    """Read model, messages and response_format from a request body; 400 on anything unusable."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty list")
+    if body.get("stream"):
+        raise InvalidRequest("streaming is not supported by the simulator ('stream': true)")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required")
+    chunks: list[str] = []
+    prompt_tokens = 3
+    last_user = ""
+    for message in messages:
+        if not isinstance(message, dict):
+            raise InvalidRequest("every message must be an object with 'role' and 'content'")
+        role = str(message.get("role", ""))
+        content = _content_text(message.get("content"))
+        chunks.append(f"{role}\x00{content}\x00")
+        prompt_tokens += estimate_tokens(content) + 3
+        if role == "user":
+            last_user = content
+    text = "".join(chunks)
+    digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    call = ChatCall(model, text, last_user, digest, prompt_tokens, body.get("response_format"))
+    if "[[sim:" in last_user:
+        try:
+            call.faults, call.reply = parse_directives(last_user)
+        except InvalidRequest as exc:
+            call.directive_error = str(exc)
+    return call
+
+
+def parse_directives(message: str) -> tuple[list[Directive], str | None]:
+    """The fault directives, in order, and the ``reply=`` text of one user message."""
+    reply = None
+    start = message.find(_REPLY_OPEN)
+    end = message.rfind("]]")
+    if start >= 0 and end >= start + len(_REPLY_OPEN):
+        reply = message[start + len(_REPLY_OPEN) : end]
+        message = message[:start] + message[end + 2 :]
+    return [parse_directive(m.group(1)) for m in _DIRECTIVE_RE.finditer(message)], reply
+
+
+def parse_directive(body: str) -> Directive:
+    """Parse ``KIND(:OPT=VAL)*( xN)?``; raise :class:`InvalidRequest` naming a bad one."""
+    match = _COUNT_RE.match(body.strip())
+    assert match is not None  # the pattern matches every string
+    kind, *options = match.group("head").strip().split(":")
+    count = int(match.group("count")) if match.group("count") else None
+    directive = Directive(kind=kind.strip(), count=count)
+    try:
+        if directive.kind.startswith("slow="):
+            directive.kind, directive.seconds = "slow", float(directive.kind[5:])
+        for option in options:
+            key, _, value = option.partition("=")
+            if key.strip() != "retry_after":
+                raise ValueError(f"unknown option {key!r}")
+            directive.retry_after = float(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"bad simulator directive [[sim:{body}]]: {exc}") from None
+    is_status = directive.kind.isdigit() and 400 <= int(directive.kind) <= 599
+    if not is_status and directive.kind not in _NAMED_KINDS:
+        raise InvalidRequest(f"unknown simulator directive [[sim:{body}]]")
+    return directive
+
+
+def select_fault(faults: list[Directive], attempt: int) -> Directive | None:
+    """The directive that governs the ``attempt``-th (0-based) request of one prompt."""
+    start = 0
+    for directive in faults:
+        if directive.count is None or attempt < start + directive.count:
+            return directive
+        start += directive.count
+    return None
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+def schema_example(schema: Any, defs: Mapping[str, Any] | None = None, depth: int = 0) -> Any:
+    """A minimal value fitting a JSON schema: required fields filled with plain values."""
+    if not isinstance(schema, dict) or depth > 32:
+        return None
+    defs = defs if defs is not None else (schema.get("$defs") or schema.get("definitions") or {})
+    if "$ref" in schema:
+        return schema_example(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1]), defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or () if o.get("type") != "null"]
+        if options:
+            return schema_example(options[0], defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {
+            k: schema_example(props.get(k), defs, depth + 1) for k in schema.get("required", [])
+        }
+    if kind == "array":
+        return [schema_example(schema.get("items"), defs, depth + 1)] * schema.get("minItems", 0)
+    simple = {"string": "sim", "integer": 0, "number": 0, "boolean": False}
+    return simple.get(kind) if isinstance(kind, str) else None
+
+
+def reply_text(call: ChatCall) -> str:
+    """The reply: the ``reply=`` directive, a schema-shaped JSON object, or an echo."""
+    if call.reply is not None:
+        return call.reply
+    echo = f"sim reply to {call.last_user[:40]}"
+    fmt = call.response_format if isinstance(call.response_format, dict) else {}
+    if fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") or {}
+        return json.dumps(schema_example(spec.get("schema") if isinstance(spec, dict) else None))
+    if fmt.get("type") == "json_object":
+        return json.dumps({"reply": echo})
+    return echo
+
+
+def completion_body(rid: int, call: ChatCall, reply: str, completion: int, cached: int) -> bytes:
+    """A standard ``chat.completion`` object with usage and cached prompt tokens."""
+    return json.dumps(
+        {
+            "id": f"chatcmpl-sim-{rid}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": call.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": call.prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": call.prompt_tokens + completion,
+                "prompt_tokens_details": {"cached_tokens": cached},
+            },
+        }
+    ).encode()
+
+
+def error_body(
+    status: int, message: str = "", err_type: str = "", code: str | None = None
+) -> bytes:
+    """An OpenAI-style ``{"error": {...}}`` body, with defaults by status."""
+    default_type, default_code, default_message = _ERROR_KINDS.get(
+        status, ("server_error" if status >= 500 else "invalid_request_error", None, "Error")
+    )
+    error = {
+        "message": message or f"{default_message} (simulated {status})",
+        "type": err_type or default_type,
+        "param": None,
+        "code": code if code is not None else default_code,
+    }
+    return json.dumps({"error": error}).encode()
+
+
+def retry_headers(seconds: float) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` for a wait."""
+    return {
+        "Retry-After": str(math.ceil(seconds)),
+        "retry-after-ms": str(math.ceil(seconds * 1000)),
+    }
