@@ -33,6 +33,11 @@ Decision order for a request: directive, profile ``context_window``, rpm/tpm lim
 with the seconds until capacity frees), random faults, then a normal answer. Every answer
 except 429s waits the drawn latency first. Every request leaves one :class:`LedgerEntry`.
 
+Usage is a cheap deterministic estimate: ``prompt_tokens`` = 3 + per message (ceil(len/4) + 3),
+``completion_tokens`` = ceil(len(reply)/4). With ``cache`` on, the longest prefix of the
+concatenated messages already seen (whole blocks of ``cache_block_tokens``, at least
+``cache_min_tokens``) is reported as ``usage.prompt_tokens_details.cached_tokens``.
+
 Run standalone: ``python -m async_batch_llm.testing.simulator --port 8765 --profile demo``.
 """
 
@@ -202,6 +207,16 @@ def _error_response(plan: _Plan, headers: dict[str, str]) -> web.Response:
         headers.update(retry_headers(plan.retry_after))
     body = error_body(status, plan.message, plan.err_type, plan.code)
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _pick_fault(draw: float, rates: dict[str, float]) -> str | None:
+    """The rate whose slice of [0, 1) holds ``draw`` (slices laid end to end), else None."""
+    edge = 0.0
+    for name, rate in rates.items():
+        edge += rate
+        if draw < edge:
+            return name
+    return None
 
 
 class ProviderSimulator:
@@ -452,24 +467,20 @@ class ProviderSimulator:
         return self._random_plan(draw, latency), headers
 
     def _random_plan(self, draw: float, latency: float) -> _Plan:
-        """Map one uniform draw onto the profile's fault rates (in their fixed order)."""
+        """Turn one uniform draw into the profile's random fault, or a normal answer."""
         p = self.profile
-        edge = 0.0
-        for name, rate in p.fault_rates().items():  # noqa: B007 (name is used after the break)
-            edge += rate
-            if draw < edge:
-                break
-        else:
+        fault = _pick_fault(draw, p.fault_rates())
+        if fault is None:
             return _Plan("ok", 200, "", delay=latency)
-        if name == "rate_limit_rate":
+        if fault == "rate_limit_rate":
             return _Plan("429", 429, "random", retry_after=p.retry_after)
-        if name == "slow_rate":
+        if fault == "slow_rate":
             return _Plan("slow", 200, "random", delay=p.slow_seconds + latency)
         outcome, status = {
             "server_error_rate": ("503", 503),
             "reset_rate": ("reset", None),
             "malformed_rate": ("malformed", 200),
-        }[name]
+        }[fault]
         return _Plan(outcome, status, "random", delay=latency)
 
     # handlers
