@@ -1,0 +1,280 @@
+"""LiteLLMStrategy: one item's prompt as one ``litellm.acompletion`` call, to any provider.
+
+The engine owns retries and timeouts: the SDK's hidden retries are off (``max_retries=0``),
+each call gets the engine's per-attempt timeout, and litellm is imported on first use only.
+``simulated/<profile>`` models go to an in-process provider simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from ..llm_strategies import LLMCallStrategy, make_usage
+from . import _litellm_import
+from ._simulated import (
+    SIMULATOR_API_KEY,
+    routed_model,
+    shared_simulator,
+    simulated_profile,
+)
+from .litellm_errors import LiteLLMErrorClassifier, StructuredOutputError
+
+if TYPE_CHECKING:
+    from ..base import RetryState, TokenUsage
+    from ..strategies.errors import ErrorClassifier
+
+__all__ = ["LiteLLMStrategy", "usage_from_response"]
+
+# Keywords the strategy owns: the engine's timeout and retries, one message list, no streaming.
+_RESERVED_KWARGS = {
+    "messages": "the prompt comes from the work item (and system_prompt)",
+    "stream": "streaming is not supported",
+    "timeout": "each attempt gets ProcessorConfig.timeout_per_item",
+    "request_timeout": "each attempt gets ProcessorConfig.timeout_per_item",
+    "max_retries": "the engine retries (RetryConfig); SDK retries would be hidden",
+    "num_retries": "the engine retries (RetryConfig); SDK retries would be hidden",
+}
+_MESSAGE_OVERHEAD = 4  # tokens a chat message costs beyond its text (role, separators)
+_MIN_SECRET_TO_REDACT = 6  # shorter "keys" are dummies; replacing them would garble text
+
+
+class _Secret:
+    """A string that never shows itself in ``repr``/``str`` (so not in logs or tracebacks)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class LiteLLMStrategy(LLMCallStrategy[Any]):
+    """Calls ``litellm.acompletion`` with ``[system?, user]`` messages; returns the text.
+
+    With ``response_model`` the reply is requested as that JSON schema and returned as a
+    validated model instance; a reply that does not validate is retried at once, its
+    tokens billed. ``api_key`` defaults to what litellm finds in the environment
+    (``OPENAI_API_KEY``...) and is never shown in ``repr``, logs, errors or metadata.
+    Other keywords (``temperature``, ``max_tokens``...) go to ``acompletion`` unchanged.
+    """
+
+    error_classifier: ErrorClassifier | None = LiteLLMErrorClassifier()
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        system_prompt: str | None = None,
+        response_model: type[pydantic.BaseModel] | None = None,
+        **completion_kwargs: Any,
+    ) -> None:
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError(f"model must be a non-empty string, got {model!r}")
+        if response_model is not None and not (
+            isinstance(response_model, type) and issubclass(response_model, pydantic.BaseModel)
+        ):
+            raise ValueError(
+                f"response_model must be a pydantic BaseModel subclass, got {response_model!r}"
+            )
+        for name, why in _RESERVED_KWARGS.items():
+            if name in completion_kwargs:
+                raise ValueError(f"LiteLLMStrategy does not take {name}=: {why}")
+        if response_model is not None and "response_format" in completion_kwargs:
+            raise ValueError("give response_model or response_format, not both")
+        self.model = model
+        self.api_base = api_base
+        self.system_prompt = system_prompt
+        self.response_model = response_model
+        self.completion_kwargs = completion_kwargs
+        self._api_key = _Secret(api_key) if api_key else None
+        self._profile = simulated_profile(model)
+        self._call_model = routed_model(self._profile) if self._profile else model
+        if self._profile is not None:
+            self._api_key = _Secret(api_key or SIMULATOR_API_KEY)
+        self._litellm: ModuleType | None = None
+        self._priced: bool | None = None  # is the model in litellm's cost map? (None: unknown)
+        self._fixed_tokens = _fixed_token_estimate(system_prompt, completion_kwargs)
+
+    def __repr__(self) -> str:
+        parts = [f"model={self.model!r}"]
+        if self.api_base is not None:
+            parts.append(f"api_base={self.api_base!r}")
+        if self._api_key is not None:
+            parts.append("api_key='***'")
+        if self.response_model is not None:
+            parts.append(f"response_model={self.response_model.__name__}")
+        if self.completion_kwargs:
+            parts.append(f"completion_kwargs={sorted(self.completion_kwargs)}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    async def prepare(self) -> None:
+        """Import litellm (off the event loop: it takes seconds) and start a simulator if asked."""
+        if self._litellm is not None:
+            return
+        if self._profile is not None:
+            simulator = await asyncio.to_thread(shared_simulator, self._profile)
+            self.api_base = simulator.base_url
+        self._litellm = _litellm_import.loaded() or await asyncio.to_thread(
+            _litellm_import.load_litellm
+        )
+
+    async def execute(
+        self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
+    ) -> tuple[Any, TokenUsage, dict[str, Any]]:
+        """One ``acompletion`` call: ``(text or model, usage, {cost, model, response_id})``."""
+        if self._litellm is None:
+            await self.prepare()
+        litellm = self._litellm
+        assert litellm is not None
+        key = self._api_key.reveal() if self._api_key is not None else None
+        kwargs = self.completion_kwargs
+        if self.response_model is not None:
+            kwargs = {**kwargs, "response_format": self.response_model}
+        try:
+            response = await litellm.acompletion(
+                model=self._call_model,
+                messages=self._messages(prompt),
+                timeout=timeout,
+                max_retries=0,
+                api_base=self.api_base,
+                api_key=key,
+                **kwargs,
+            )
+        except Exception as exc:
+            _redact(exc, key)
+            raise
+        usage = usage_from_response(response)
+        cost = self._cost(litellm, response)
+        metadata = {"cost": cost, "model": self.model, "response_id": getattr(response, "id", None)}
+        text = _content(response)
+        if self.response_model is None:
+            return text, usage, metadata
+        try:
+            output = self.response_model.model_validate_json(text)
+        except pydantic.ValidationError as exc:
+            billed: dict[str, Any] = dict(usage)
+            if cost is not None:
+                billed["cost"] = cost
+            raise StructuredOutputError(
+                _validation_message(self.response_model, exc), token_usage=billed
+            ) from exc
+        return output, usage, metadata
+
+    def estimate_tokens(self, prompt: str) -> int:
+        """Prompt and system prompt at ~4 characters a token, plus ``max_tokens`` if given."""
+        return len(prompt) // 4 + 1 + self._fixed_tokens
+
+    def _messages(self, prompt: str) -> list[dict[str, str]]:
+        user = {"role": "user", "content": prompt}
+        if self.system_prompt is None:
+            return [user]
+        return [{"role": "system", "content": self.system_prompt}, user]
+
+    def _cost(self, litellm: ModuleType, response: Any) -> float | None:
+        """The call's cost in USD from litellm's bundled map; None when the model is not in it."""
+        if self._priced is False:
+            return None
+        hidden = getattr(response, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+        if cost is None:
+            try:
+                cost = litellm.completion_cost(completion_response=response)
+            except Exception:
+                self._priced = False
+                return None
+        if not cost and self._priced is None:
+            # Older litellm prices unmapped models at 0.0: "unknown" is the honest answer.
+            self._priced = _in_cost_map(litellm, self._call_model)
+            if not self._priced:
+                return None
+        self._priced = True
+        return float(cost)
+
+
+def usage_from_response(response: Any) -> TokenUsage:
+    """Tokens of a litellm ``ModelResponse``: prompt, completion and cached prompt tokens.
+
+    Cached reads are ``usage.prompt_tokens_details.cached_tokens`` (litellm normalizes
+    OpenAI, Anthropic, Gemini, DeepSeek), else Anthropic's ``cache_read_input_tokens``.
+    """
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return make_usage()
+    prompt = _int(getattr(usage, "prompt_tokens", 0))
+    completion = _int(getattr(usage, "completion_tokens", 0))
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = _int(getattr(details, "cached_tokens", 0)) if details is not None else 0
+    if not cached:
+        cached = _int(getattr(usage, "cache_read_input_tokens", 0))
+    return make_usage(prompt, completion, min(cached, prompt) if prompt else cached)
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _content(response: Any) -> str:
+    """The first choice's text ('' when the provider sent none, e.g. only a refusal)."""
+    try:
+        content = response.choices[0].message.content
+    except (AttributeError, IndexError, TypeError):
+        return ""
+    return content if isinstance(content, str) else ""
+
+
+def _fixed_token_estimate(system_prompt: str | None, kwargs: dict[str, Any]) -> int:
+    """The per-call tokens that do not depend on the prompt: overheads, system, max output."""
+    tokens = _MESSAGE_OVERHEAD
+    if system_prompt:
+        tokens += len(system_prompt) // 4 + 1 + _MESSAGE_OVERHEAD
+    max_out = kwargs.get("max_completion_tokens") or kwargs.get("max_tokens")
+    if isinstance(max_out, int) and not isinstance(max_out, bool) and max_out > 0:
+        tokens += max_out
+    return tokens
+
+
+def _in_cost_map(litellm: ModuleType, model: str) -> bool:
+    try:
+        info = litellm.get_model_info(model=model)
+    except Exception:
+        return False
+    return bool(info.get("input_cost_per_token") is not None)
+
+
+def _validation_message(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> str:
+    """A short description of why a reply did not validate (no reply text: it may be long)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0] if errors else {}
+    where = ".".join(str(part) for part in first.get("loc", ())) or "reply"
+    return (
+        f"the reply does not match {model.__name__}: {len(errors)} validation error(s), "
+        f"first at {where}: {first.get('msg', 'invalid')}"
+    )
+
+
+def _redact(exc: BaseException, secret: str | None) -> None:
+    """Replace the API key in an exception's message, should a provider have echoed it."""
+    if not secret or len(secret) < _MIN_SECRET_TO_REDACT:
+        return
+    if secret not in str(exc) and secret not in repr(exc.args):
+        return
+    exc.args = tuple(a.replace(secret, "***") if isinstance(a, str) else a for a in exc.args)
+    for name in ("message", "litellm_debug_info"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str):
+            with contextlib.suppress(AttributeError):
+                setattr(exc, name, value.replace(secret, "***"))
