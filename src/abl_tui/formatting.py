@@ -1,0 +1,48 @@
+"""Short human formats for numbers, durations and costs, shared by every view."""
+
+from __future__ import annotations
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m 05s``, ``2h 01m``; ``--`` when unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "--"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def count(value: float) -> str:
+    """``950``, ``12.3k``, ``4.56M``."""
+    value = float(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            scaled = value / limit
+            return f"{scaled:.3g}{suffix}" if scaled < 100 else f"{scaled:.0f}{suffix}"
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+def rate(value: float, unit: str = "/s") -> str:
+    """A per-second rate: ``12.5/s``."""
+    return f"{value:.1f}{unit}" if value < 100 else f"{count(value)}{unit}"
+
+
+def cost(value: float | None) -> str:
+    """``$0.0123``; ``unknown`` when the model is not in the cost map (never a fake $0)."""
+    if value is None:
+        return "unknown"
+    if value >= 100:
+        return f"${value:,.0f}"
+    if value >= 1:
+        return f"${value:.2f}"
+    return f"${value:.4f}"
+
+
+def percent(share: float) -> str:
+    """A 0-1 share as ``42.0%``."""
+    return f"{share * 100:.1f}%"

@@ -1,0 +1,52 @@
+"""Headless mode: the run with a rich progress display (or plain lines) and a summary."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.live import Live
+
+from .report import live_panel, status_line, summary_table
+from .runner import Runner
+from .state import RunState
+
+REFRESH_SECONDS = 0.25
+PLAIN_LINE_SECONDS = 5.0
+
+
+def run_headless(runner: Runner, console: Console | None = None) -> RunState:
+    """Run to the end, showing progress; Ctrl-C interrupts cleanly (the run stays resumable)."""
+    console = console or Console()
+    state = RunState()
+    runner.start()
+    try:
+        runner.wait_ready()
+        if runner.run_id:
+            state.load(runner.initial)
+            console.print(f"run-id: {runner.run_id}", highlight=False)
+        if console.is_terminal:
+            with Live(live_panel(state), console=console, refresh_per_second=4) as live:
+                while not runner.done.wait(REFRESH_SECONDS):
+                    state.apply_all(runner.buffer.drain())
+                    live.update(live_panel(state))
+                state.apply_all(runner.buffer.drain())
+                live.update(live_panel(state))
+        else:
+            last_line = time.monotonic()
+            while not runner.done.wait(REFRESH_SECONDS):
+                state.apply_all(runner.buffer.drain())
+                if time.monotonic() - last_line >= PLAIN_LINE_SECONDS:
+                    last_line = time.monotonic()
+                    console.print(status_line(state, time.time()), highlight=False)
+    except KeyboardInterrupt:
+        console.print("interrupting: recording items under way, the run stays resumable…")
+        runner.cancel()
+        runner.join()
+    state.apply_all(runner.buffer.drain())
+    outcome = runner.outcome
+    if outcome.error is None and runner.run_id:
+        state.finished_at = time.time()
+        console.print(summary_table(state, outcome.status))
+        console.print(f"run-id: {runner.run_id}", highlight=False)
+    return state

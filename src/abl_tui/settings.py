@@ -1,0 +1,73 @@
+"""Run settings: a batch spec's settings as stored with a run, and the strategy they build.
+
+The settings are :class:`~abl_tui.batchfile.BatchSpec` itself (one model, one set of
+validation rules); what the store keeps is its dump without the items path. Secrets are
+never part of it: API keys come from the environment when the strategy is built.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .batchfile import BatchSpec
+
+RunSettings = BatchSpec
+
+#: Environment variables litellm reads keys from, by model-name prefix.
+_KEY_VARIABLES = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+}
+
+
+def stored_settings(spec: BatchSpec) -> dict[str, Any]:
+    """What a run stores of its settings: everything but the items path."""
+    return spec.model_dump(exclude={"items", "response_schema_file"})
+
+
+def settings_from_stored(data: dict[str, Any], *, name: str | None = None) -> BatchSpec:
+    """Rebuild settings from a stored run (unknown keys from other versions are dropped)."""
+    known = set(BatchSpec.model_fields) - {"items", "response_schema_file"}
+    fields = {key: value for key, value in data.items() if key in known}
+    if name and not fields.get("name"):
+        fields["name"] = name
+    return BatchSpec.model_validate({**fields, "items": "(stored)"})
+
+
+def local_api_key(model: str, api_base: str | None) -> str | None:
+    """A placeholder key for a local OpenAI-compatible server, when the environment has none.
+
+    litellm refuses a call with no key at all ("Missing credentials"); a server on
+    ``api_base`` usually ignores it. A real key always comes from the environment.
+    """
+    if api_base is None:
+        return None
+    variable = _KEY_VARIABLES.get(model.split("/", 1)[0])
+    if variable and os.environ.get(variable):
+        return None
+    return "no-key-needed"
+
+
+def build_strategy(settings: BatchSpec) -> Any:
+    """The LiteLLM strategy the settings describe (litellm itself loads on the first call)."""
+    from async_batch_llm.providers.litellm import LiteLLMStrategy
+
+    options: dict[str, Any] = dict(settings.completion_options)
+    if settings.temperature is not None:
+        options["temperature"] = settings.temperature
+    if settings.max_tokens is not None:
+        options["max_tokens"] = settings.max_tokens
+    if settings.response_schema is not None:
+        options["response_schema"] = settings.response_schema
+    return LiteLLMStrategy(
+        settings.model,
+        api_base=settings.api_base,
+        api_key=local_api_key(settings.model, settings.api_base),
+        system_prompt=settings.system_prompt,
+        **options,
+    )
