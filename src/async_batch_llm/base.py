@@ -148,38 +148,27 @@ def _by_input_index(result: WorkItemResult[Any, Any]) -> int:
     return result.input_index
 
 
-class RetryState:
-    """A per-item scratch dict that lives across that item's attempts."""
+class RetryState(dict[str, Any]):
+    """A per-item scratch dict that lives across that item's attempts.
 
-    __slots__ = ("_data",)
+    A ``dict`` underneath (cheap to create per item), with the reference page's methods.
+    """
 
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value stored under ``key``, or ``default``."""
-        return self._data.get(key, default)
+    __slots__ = ()
 
     def set(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key`` for the item's later attempts."""
-        self._data[key] = value
+        self[key] = value
 
     def delete(self, key: str, raise_if_missing: bool = False) -> None:
         """Remove ``key``; a missing key raises ``KeyError`` only when asked to."""
         if raise_if_missing:
-            del self._data[key]
+            del self[key]
         else:
-            self._data.pop(key, None)
-
-    def clear(self) -> None:
-        """Forget everything stored."""
-        self._data.clear()
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._data
+            self.pop(key, None)
 
     def __repr__(self) -> str:
-        return f"RetryState({self._data!r})"
+        return f"RetryState({dict.__repr__(self)})"
 
 
 @dataclass

@@ -54,13 +54,11 @@ _CANCELLED = asyncio.CancelledError
 class _Strategy:
     """What the processor knows about one prepared strategy instance."""
 
-    __slots__ = ("classifier", "error", "lock", "prepared")
+    __slots__ = ("lock", "prepared")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.prepared = False
-        self.classifier: ErrorClassifier | None = None
-        self.error: BaseException | None = None
 
 
 class ParallelBatchProcessor(
@@ -110,6 +108,8 @@ class ParallelBatchProcessor(
         )
         self._stats = ProcessingStats()
         self._strategies: dict[int, tuple[Any, _Strategy]] = {}
+        self._prepared: set[int] = set()  # ids of prepared strategies: the hot path's check
+        self._emit = self._events.emit if self._events.observers else None
         self._backlog: deque[tuple[int, LLMWorkItem[TInput, TOutput, TContext]]] = deque()
         self._queue: asyncio.Queue[Any] | None = None
         self._results: list[WorkItemResult[TOutput, TContext]] = []
@@ -142,19 +142,19 @@ class ParallelBatchProcessor(
 
     async def add_work(self, work_item: LLMWorkItem[TInput, TOutput, TContext]) -> None:
         """Queue an item. In streaming mode this waits while the queue is full."""
-        if not isinstance(work_item, LLMWorkItem):
-            raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
         if self._started and not self._streaming:
             raise RuntimeError("cannot add work after process_all() has started")
+        if self._queue is None:
+            self._add_to_backlog(work_item)
+            return
+        if not isinstance(work_item, LLMWorkItem):
+            raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
         if self._closed:
             raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
         entry = (self._added, work_item)
         self._added += 1
         self._stats.total = self._added
-        if self._queue is None:
-            self._backlog.append(entry)
-        else:
-            await self._queue.put(entry)
+        await self._queue.put(entry)
 
     async def add_many(
         self,
@@ -167,11 +167,24 @@ class ParallelBatchProcessor(
             async for item in items:
                 await self.add_work(item)
                 count += 1
+        elif self._queue is None:  # batch mode before the start: no queue to wait on
+            for item in items:
+                self._add_to_backlog(item)
+                count += 1
         else:
             for item in items:
                 await self.add_work(item)
                 count += 1
         return count
+
+    def _add_to_backlog(self, work_item: LLMWorkItem[TInput, TOutput, TContext]) -> None:
+        if not isinstance(work_item, LLMWorkItem):
+            raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
+        if self._closed:
+            raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
+        self._backlog.append((self._added, work_item))
+        self._added += 1
+        self._stats.total = self._added
 
     async def process_all(self) -> BatchResult[TOutput, TContext]:
         """Run every added item; return all results (completion order)."""
@@ -310,6 +323,7 @@ class ParallelBatchProcessor(
                 except Exception:
                     logger.exception("cleanup of strategy %r failed", strategy)
                 info.prepared = False
+        self._prepared.clear()
         await self._events.drain()
 
     # ----------------------------------------------------------------- workers
@@ -388,21 +402,16 @@ class ParallelBatchProcessor(
     ) -> WorkItemResult[TOutput, TContext]:
         cfg = self.config
         started = time.perf_counter()
-        emit = self._events.emit if self._events.observers else None
+        emit = self._emit
         strategy = item.strategy
-        entry = self._strategies.get(id(strategy))
-        info = entry[1] if entry is not None else None
-        if info is None or not info.prepared:
+        if id(strategy) not in self._prepared:
             error = await self._prepare(strategy)
             if error is not None:
                 return await self._fail(
                     item, index, worker_id, error, 0, started, None, "prepare_error"
                 )
-            info = self._strategies[id(strategy)][1]
-        classifier = info.classifier
-        retry = cfg.retry
         timeout = cfg.timeout_per_item
-        state: RetryState | None = None
+        state = RetryState()
         usage_in = usage_out = usage_cached = 0
         cost: float | None = None
         metadata: dict[str, Any] | None = None
@@ -440,15 +449,8 @@ class ParallelBatchProcessor(
             if emit:
                 emit(
                     _EV.ITEM_STARTED,
-                    {
-                        "item_id": item.item_id,
-                        "worker_id": worker_id,
-                        "attempt": attempt,
-                        "time": time.time(),
-                    },
+                    {"item_id": item.item_id, "worker_id": worker_id, "attempt": attempt},
                 )
-            if state is None:
-                state = RetryState()
             deadline: asyncio.Timeout | None = None
             try:
                 call = (
@@ -508,16 +510,40 @@ class ParallelBatchProcessor(
                         (usage_in, usage_out, usage_cached, cost),
                         metadata,
                     )
-                return self._succeed(
-                    item,
-                    index,
-                    worker_id,
+                result: WorkItemResult[TOutput, TContext] = WorkItemResult(
+                    item.item_id,
+                    True,
                     output,
+                    None,
+                    item.context,
+                    {
+                        "input_tokens": usage_in,
+                        "output_tokens": usage_out,
+                        "total_tokens": usage_in + usage_out,
+                        "cached_input_tokens": usage_cached,
+                    },
+                    metadata.get("gemini_safety_ratings") if metadata else None,
                     attempt,
-                    started,
-                    (usage_in, usage_out, usage_cached, cost),
+                    None,
+                    time.perf_counter() - started,
+                    cost,
                     metadata,
+                    index,
                 )
+                if emit:
+                    emit(
+                        _EV.ITEM_COMPLETED,
+                        {
+                            "item_id": result.item_id,
+                            "worker_id": worker_id,
+                            "duration": result.duration,
+                            "attempts": attempt,
+                            "tokens": result.token_usage,
+                            "cost": cost,
+                            "result": result,
+                        },
+                    )
+                return result
 
             # ---- the attempt failed
             failed_usage = failed_attempt_usage(exc)
@@ -530,7 +556,7 @@ class ParallelBatchProcessor(
                     cost = (cost or 0.0) + failed_cost
             if pacer is not None:
                 pacer.settle(estimate, failed_usage.get("total_tokens", 0) if failed_usage else 0)
-            error_info = self._classify(classifier, exc)
+            error_info = self._classify(work.strategy, exc)
             try:
                 await work.strategy.on_error(exc, attempt, state)
             except Exception:
@@ -561,7 +587,7 @@ class ParallelBatchProcessor(
                     )
                 await self._start_cooldown(worker_id, error_info)
                 continue
-            if not error_info.is_retryable or counted >= retry.max_attempts:
+            if not error_info.is_retryable or counted >= cfg.retry.max_attempts:
                 return await self._fail(
                     item, index, worker_id, exc, attempt, started, totals, error_info.error_category
                 )
@@ -595,8 +621,12 @@ class ParallelBatchProcessor(
             wait *= random.uniform(0.5, 1.0)
         return wait
 
-    def _classify(self, classifier: ErrorClassifier | None, exc: Exception) -> ErrorInfo:
-        chosen = self.error_classifier or classifier or self._default_classifier
+    def _classify(self, strategy: Any, exc: Exception) -> ErrorInfo:
+        chosen = (
+            self.error_classifier
+            or getattr(strategy, "error_classifier", None)
+            or self._default_classifier
+        )
         try:
             return chosen.classify(exc)
         except Exception:
@@ -620,7 +650,7 @@ class ParallelBatchProcessor(
                 logger.warning("prepare() of strategy %r failed: %s", strategy, exc)
                 return exc
             info.prepared = True
-            info.classifier = getattr(strategy, "error_classifier", None)
+            self._prepared.add(key)
         return None
 
     async def _before_process(
