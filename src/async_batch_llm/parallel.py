@@ -40,6 +40,7 @@ from .strategies.errors import (
     ErrorInfo,
     FrameworkTimeoutError,
     RateLimitRetriesExceeded,
+    StrategyReturnError,
     failed_attempt_usage,
 )
 from .strategies.rate_limit import ExponentialBackoffStrategy, RateLimitStrategy
@@ -115,6 +116,9 @@ class ParallelBatchProcessor(
         self._results: list[WorkItemResult[TOutput, TContext]] = []
         self._result_queue: asyncio.Queue[Any] | None = None
         self._collect = True
+        self._stream_ended = False
+        self._idle_workers: set[int] = set()  # waiting for input: can retire at once
+        self._retiring: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._next_worker_id = 0
         self._target_workers = cfg.max_workers
@@ -231,11 +235,23 @@ class ParallelBatchProcessor(
             raise RuntimeError("results() needs start(collect_results=True)")
         queue = self._result_queue
         while True:
+            if self._stream_ended and queue.empty():
+                return
             result = await queue.get()
             if result is _STOP:
-                queue.put_nowait(_STOP)
+                self._stream_ended = True
                 return
             yield result
+
+    def _end_result_stream(self) -> None:
+        """Tell ``results()`` readers the stream is over, even with the buffer full."""
+        queue = self._result_queue
+        if queue is None or self._stream_ended:
+            return
+        try:
+            queue.put_nowait(_STOP)
+        except asyncio.QueueFull:
+            self._stream_ended = True  # readers stop once they have drained the buffer
 
     async def process_stream(
         self,
@@ -291,9 +307,15 @@ class ParallelBatchProcessor(
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"max_workers must be an integer >= 1, got {count!r}")
         self._target_workers = count
-        if self._queue is not None:
-            while len(self._workers) < count:
-                self._spawn_worker()
+        if self._queue is None:
+            return
+        while len(self._workers) < count:
+            self._spawn_worker()
+        # Idle workers retire now; busy ones retire after their item.
+        excess = len(self._workers) - len(self._retiring) - count
+        for worker_id in sorted(self._idle_workers - self._retiring)[: max(excess, 0)]:
+            self._retiring.add(worker_id)
+            self._workers[worker_id].cancel()
 
     async def cancel(self) -> None:
         """Stop now: cancel the workers; items under way get no result."""
@@ -303,8 +325,7 @@ class ParallelBatchProcessor(
         if self._workers:
             await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
         self._workers.clear()
-        if self._result_queue is not None:
-            self._result_queue.put_nowait(_STOP)
+        self._end_result_stream()
 
     async def shutdown(self) -> None:
         """Cancel anything still running and clean up every prepared strategy."""
@@ -325,6 +346,7 @@ class ParallelBatchProcessor(
                 info.prepared = False
         self._prepared.clear()
         await self._events.drain()
+        self._events.close()
 
     # ----------------------------------------------------------------- workers
 
@@ -372,19 +394,32 @@ class ParallelBatchProcessor(
             else None
         )
         collect = self._collect
+        idle = self._idle_workers
         try:
-            while len(self._workers) <= self._target_workers:
+            while len(self._workers) - len(self._retiring) <= self._target_workers:
                 if backlog:
                     index, item = backlog.popleft()
                 else:
-                    entry = await queue.get()
+                    idle.add(worker_id)
+                    try:
+                        entry = await queue.get()
+                    except asyncio.CancelledError:
+                        if worker_id in self._retiring:
+                            break  # set_max_workers retired this idle worker
+                        raise
+                    finally:
+                        idle.discard(worker_id)
                     if entry is _STOP:
-                        queue.put_nowait(_STOP)
-                        if len(self._workers) == 1:
-                            await self._complete()
+                        queue.put_nowait(_STOP)  # pass it on to the next worker
                         break
                     index, item = entry
-                result = await process(item, index, worker_id)
+                try:
+                    result = await process(item, index, worker_id)
+                except Exception as exc:  # an engine bug must cost one item, never the run
+                    logger.exception("internal error on item %r", item.item_id)
+                    result = await self._fail(
+                        item, index, worker_id, exc, 0, time.perf_counter(), None, "internal_error"
+                    )
                 count(result)
                 if deliver is not None:
                     await deliver(result)
@@ -392,8 +427,11 @@ class ParallelBatchProcessor(
                     results.append(result)
         finally:
             self._workers.pop(worker_id, None)
+            self._retiring.discard(worker_id)
             if emit:
                 emit(_EV.WORKER_STOPPED, {"worker_id": worker_id})
+        if not self._workers and self._closed:
+            await self._complete()  # the last worker out ends the run
 
     # ----------------------------------------------------------------- one item
 
@@ -420,11 +458,11 @@ class ParallelBatchProcessor(
         rate_limited = 0
         gate = self._gate
         assert gate is not None
+        pacer = self._pacer
         while True:
-            while not gate.is_set():
-                await gate.wait()
-            if self._slow_start_count >= 0:
-                await self._slow_start_delay()
+            estimate = 0
+            if pacer is not None or self._slow_start_count >= 0 or not gate.is_set():
+                estimate = await self._admit(item)
             work = item
             if self.middlewares:
                 work = await self._before_process(item)
@@ -441,11 +479,6 @@ class ParallelBatchProcessor(
                     )
             attempt += 1
             counted += 1
-            pacer = self._pacer
-            estimate = 0
-            if pacer is not None:
-                estimate = work.strategy.estimate_tokens(work.prompt)
-                await pacer.acquire(estimate)
             if emit:
                 emit(
                     _EV.ITEM_STARTED,
@@ -468,6 +501,11 @@ class ParallelBatchProcessor(
                     deadline = asyncio.timeout(timeout)
                     async with deadline:
                         returned = await ResumedCoroutine(call, first)
+                if type(returned) is not tuple or not 2 <= len(returned) <= 3:
+                    raise StrategyReturnError(
+                        f"{type(work.strategy).__name__}.execute must return (output, usage) or "
+                        f"(output, usage, metadata), got {type(returned).__name__}"
+                    )
             except _CANCELLED:
                 if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                     raise
@@ -614,6 +652,28 @@ class ParallelBatchProcessor(
             if wait > 0:
                 await asyncio.sleep(wait)
 
+    async def _admit(self, item: LLMWorkItem[TInput, TOutput, TContext]) -> int:
+        """Wait until an attempt may start: no pause, no cooldown, slow start and pacing done.
+
+        Returns the token estimate booked with the pacer. The gate is checked again after
+        every wait, so an attempt never starts while a cooldown begun meanwhile is in force.
+        """
+        gate, pacer = self._gate, self._pacer
+        assert gate is not None
+        estimate = 0
+        while True:
+            while not gate.is_set():
+                await gate.wait()
+            if self._slow_start_count >= 0:
+                await self._slow_start_delay()
+            if pacer is not None:
+                estimate = item.strategy.estimate_tokens(item.prompt)
+                await pacer.acquire(estimate)
+            if gate.is_set():
+                return estimate
+            if pacer is not None:
+                pacer.settle(estimate, 0)
+
     def _backoff(self, next_attempt: int) -> float:
         retry = self.config.retry
         wait = retry.wait_before(next_attempt)
@@ -622,6 +682,8 @@ class ParallelBatchProcessor(
         return wait
 
     def _classify(self, strategy: Any, exc: Exception) -> ErrorInfo:
+        if isinstance(exc, StrategyReturnError):
+            return ErrorInfo(False, False, False, "invalid_strategy_return")
         chosen = (
             self.error_classifier
             or getattr(strategy, "error_classifier", None)
@@ -912,9 +974,10 @@ class ParallelBatchProcessor(
                     "duration": time.perf_counter() - self._start_monotonic,
                 },
             )
-        if self._result_queue is not None:
+        if self._result_queue is not None and not self._stream_ended:
             await self._result_queue.put(_STOP)
         await self._events.drain()
+        self._events.close()
 
     # ----------------------------------------------------------------- rate limits
 

@@ -1,15 +1,18 @@
 """Event dispatch to observers, cheap enough for the per-item hot path.
 
-An observer's ``on_event`` coroutine is stepped once in place: most observers finish
-without awaiting, which costs one call and no task, timer or ``wait_for``. One that does
-await is handed, mid-flight, to a background task bounded by the observer timeout, so a
-slow or hanging observer never holds a worker.
+Observers with a synchronous handler (the built-in ones) are called in place. Every other
+observer gets its own delivery task: events queue for it in order, and the task steps each
+``on_event`` coroutine once (most finish without awaiting: no timer, no ``wait_for``); one
+that awaits carries on under the observer timeout. The coroutine always runs in the
+observer's own task, so its own ``asyncio.timeout`` can never cancel a worker, and a slow
+or hanging observer holds up only its own deliveries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
@@ -64,51 +67,51 @@ def sync_handler(
     return None
 
 
-class EventDispatcher:
-    """Delivers each event to every observer, each with its own copy of the payload."""
+class _Delivery:
+    """One async observer's queue of events and the task that delivers them in order."""
 
-    def __init__(self, observers: list[ProcessorObserver], timeout: float) -> None:
-        self.observers = list(observers)
+    def __init__(self, observer: ProcessorObserver, timeout: float) -> None:
+        self.observer = observer
         self.timeout = timeout
-        self._pending: set[asyncio.Task[None]] = set()
-        last = len(self.observers) - 1
-        # (observer, its synchronous handler or None, whether it needs its own copy): the
-        # last observer takes the payload itself, every other one a copy.
-        self._routes = tuple(
-            (observer, sync_handler(observer), index != last)
-            for index, observer in enumerate(self.observers)
-        )
+        self.queue: deque[tuple[ProcessingEvent, dict[str, Any]]] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.wake: asyncio.Event | None = None
+        self.idle: asyncio.Event | None = None
 
-    def emit(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        """Deliver ``event`` now; observers that await finish in the background."""
-        for observer, sync, copy in self._routes:
-            payload = data.copy() if copy else data
-            if sync is not None:
-                try:
-                    sync(event, payload)
-                except Exception:
-                    logger.exception("observer %r failed on %s; skipped", observer, event.value)
-                continue
-            try:
-                coro = observer.on_event(event, payload)
-                first = coro.send(None)
-            except StopIteration:
-                continue
-            except Exception:
-                logger.exception("observer %r failed on %s; skipped", observer, event.value)
-                continue
-            task = asyncio.get_running_loop().create_task(
-                self._finish(observer, event, ResumedCoroutine(coro, first))
-            )
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+    def push(self, event: ProcessingEvent, payload: dict[str, Any]) -> None:
+        self.queue.append((event, payload))
+        if self.task is None:
+            self.wake, self.idle = asyncio.Event(), asyncio.Event()
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        assert self.wake is not None and self.idle is not None
+        if not self.wake.is_set():
+            self.wake.set()
+            self.idle.clear()
 
-    async def _finish(
-        self, observer: ProcessorObserver, event: ProcessingEvent, rest: ResumedCoroutine
-    ) -> None:
+    async def _run(self) -> None:
+        wake, idle, queue = self.wake, self.idle, self.queue
+        assert wake is not None and idle is not None
+        while True:
+            while queue:
+                event, payload = queue.popleft()
+                await self._deliver(event, payload)
+            wake.clear()
+            idle.set()
+            await wake.wait()
+
+    async def _deliver(self, event: ProcessingEvent, payload: dict[str, Any]) -> None:
+        observer = self.observer
+        try:
+            coro = observer.on_event(event, payload)
+            first = coro.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            logger.exception("observer %r failed on %s; skipped", observer, event.value)
+            return
         try:
             async with asyncio.timeout(self.timeout):
-                await rest
+                await ResumedCoroutine(coro, first)
         except TimeoutError:
             logger.warning(
                 "observer %r took over %.1fs on %s; skipped", observer, self.timeout, event.value
@@ -117,6 +120,55 @@ class EventDispatcher:
             logger.exception("observer %r failed on %s; skipped", observer, event.value)
 
     async def drain(self) -> None:
-        """Wait for observers still finishing an event (each bounded by the timeout)."""
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        """Wait until every queued event has been delivered (or skipped)."""
+        while self.queue or (self.idle is not None and not self.idle.is_set()):
+            assert self.idle is not None
+            await self.idle.wait()
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+class EventDispatcher:
+    """Delivers each event to every observer, each with its own copy of the payload."""
+
+    def __init__(self, observers: list[ProcessorObserver], timeout: float) -> None:
+        self.observers = list(observers)
+        self.timeout = timeout
+        last = len(self.observers) - 1
+        # (its synchronous handler or its delivery queue, whether it needs its own copy):
+        # the last observer takes the payload itself, every other one a copy.
+        self._routes: tuple[tuple[Callable[..., None] | None, _Delivery | None, bool], ...] = tuple(
+            (
+                handler := sync_handler(observer),
+                None if handler is not None else _Delivery(observer, timeout),
+                index != last,
+            )
+            for index, observer in enumerate(self.observers)
+        )
+
+    def emit(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        """Deliver ``event``: in place to sync handlers, queued to async observers."""
+        for sync, delivery, copy in self._routes:
+            payload = data.copy() if copy else data
+            if sync is not None:
+                try:
+                    sync(event, payload)
+                except Exception:
+                    logger.exception("observer %r failed on %s; skipped", sync, event.value)
+            else:
+                delivery.push(event, payload)  # type: ignore[union-attr]
+
+    async def drain(self) -> None:
+        """Wait until every async observer has had every event (each bounded by the timeout)."""
+        for _, delivery, _ in self._routes:
+            if delivery is not None:
+                await delivery.drain()
+
+    def close(self) -> None:
+        """Stop the delivery tasks (call after :meth:`drain`)."""
+        for _, delivery, _ in self._routes:
+            if delivery is not None:
+                delivery.close()

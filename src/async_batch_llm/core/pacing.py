@@ -22,33 +22,26 @@ class RequestPacer:
 
 
 class TokenPacer:
-    """A token bucket of ``tpm`` tokens refilled continuously over a minute.
+    """Spends ``tpm`` tokens a minute evenly: each call books ``tokens / rate`` seconds.
 
-    Calls reserve an estimate before they are sent and settle the real usage after, so
-    the budget follows what the provider actually counted.
+    Calls book an estimate before they are sent and settle the real usage after, so the
+    budget follows what the provider actually counted; there is no first-minute burst.
     """
 
     def __init__(self, tokens_per_minute: float) -> None:
-        self.capacity = float(tokens_per_minute)
         self.rate = tokens_per_minute / 60.0
-        self._tokens = self.capacity
-        self._stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
+        self._next_free = 0.0
 
     def reserve(self, tokens: int) -> float:
-        """Take ``tokens`` (capped at capacity); return the wait until the debt is repaid."""
-        self._refill()
-        self._tokens -= min(float(tokens), self.capacity)
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+        """Book ``tokens``; return how long the caller must wait before sending."""
+        now = time.monotonic()
+        start = self._next_free if self._next_free > now else now
+        self._next_free = start + tokens / self.rate
+        return start - now
 
     def settle(self, estimated: int, actual: int) -> None:
-        """Correct an earlier reservation with the tokens the call really used."""
-        self._refill()
-        self._tokens -= min(float(actual), self.capacity) - min(float(estimated), self.capacity)
+        """Correct an earlier booking with the tokens the call really used."""
+        self._next_free += (actual - estimated) / self.rate
 
 
 class Pacer:

@@ -60,6 +60,10 @@ class RateLimitRetriesExceeded(Exception):
     """An item was rate-limited more times than its own rate-limit retry budget allows."""
 
 
+class StrategyReturnError(TypeError):
+    """A strategy's ``execute`` returned something other than ``(output, usage[, metadata])``."""
+
+
 class ItemSkippedError(Exception):
     """A middleware's ``before_process`` returned ``None``: the item is not processed."""
 
