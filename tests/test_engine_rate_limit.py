@@ -66,26 +66,20 @@ class Recording(RateLimitStrategy):
         self.slow_start = slow_start
         self.on_rate_limit_calls: list[tuple[int, int]] = []
         self.slow_start_calls: list[int] = []
+        self.limited_at: list[float] = []  # monotonic times of the calls
+        self.slow_start_at: list[float] = []
 
     async def on_rate_limit(self, worker_id: int, consecutive_limit_count: int) -> float:
         self.on_rate_limit_calls.append((worker_id, consecutive_limit_count))
+        self.limited_at.append(time.monotonic())
         self.timeline.append(("on_rate_limit", consecutive_limit_count))
         return self.cooldowns.pop(0) if len(self.cooldowns) > 1 else self.cooldowns[0]
 
     def should_apply_slow_start(self, items_since_resume: int) -> tuple[bool, float]:
         self.slow_start_calls.append(items_since_resume)
+        self.slow_start_at.append(time.monotonic())
         self.timeline.append(("slow_start", items_since_resume))
         return self.slow_start(items_since_resume)
-
-
-class Timeline:
-    """An observer writing events into the same timeline as the strategy above."""
-
-    def __init__(self, timeline: list[tuple[str, Any]]) -> None:
-        self.timeline = timeline
-
-    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        self.timeline.append((event.value, data.get("item_id")))
 
 
 # --------------------------------------------------------------------------- coordination
@@ -241,28 +235,48 @@ async def test_default_rate_limit_budget_is_twenty(fast_config: Config) -> None:
 # --------------------------------------------------------------------------- slow start
 
 
+class Logging(FakeStrategy):
+    """A FakeStrategy that writes its calls into a shared timeline."""
+
+    def __init__(self, timeline: list[tuple[str, Any]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeline = timeline
+
+    async def execute(
+        self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
+    ) -> Any:
+        self.timeline.append(("execute", prompt))
+        return await super().execute(prompt, attempt, timeout, state)
+
+
 async def test_slow_start_applied_after_the_cooldown(fast_config: Config) -> None:
     timeline: list[tuple[str, Any]] = []
-    limiter = Recording(timeline, cooldowns=[0.02], slow_start=lambda n: (n < 3, 0.001))
-    strategy = FakeStrategy(script={"a": ["rate_limit"]})
+    cooldown = 0.02
+    limiter = Recording(timeline, cooldowns=[cooldown], slow_start=lambda n: (n < 3, 0.001))
+    strategy = Logging(timeline, script={"a": ["rate_limit"]})
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=1),
-        rate_limit_strategy=limiter,
-        observers=[Timeline(timeline)],
+        config=fast_config(max_workers=1), rate_limit_strategy=limiter
     )
     results = await run_items(processor, strategy, ["a", "b", "c", "d", "e"])
     assert all(r.success for r in results.values())
     assert limiter.on_rate_limit_calls == [(0, 1)]
-    # Asked once per attempt after the cooldown, counting up, until it says stop.
-    assert limiter.slow_start_calls == [0, 1, 2, 3]
-    names = [name for name, _ in timeline]
-    assert "slow_start" not in names[: names.index("cooldown_ended")]
-    # Each slow-start decision comes before the attempt it delays.
-    after = timeline[names.index("cooldown_ended") :]
-    starts = [i for i, (name, _) in enumerate(after) if name == "item_started"]
-    slow = [i for i, (name, _) in enumerate(after) if name == "slow_start"]
-    assert all(s < t for s, t in zip(slow, starts, strict=False))
-    assert [after[i][1] for i in starts[:4]] == ["a", "b", "c", "d"]
+    # Asked once per attempt after the cooldown, counting up, until it says stop;
+    # each decision comes before the attempt it delays.
+    assert timeline == [
+        ("execute", "a"),
+        ("on_rate_limit", 1),
+        ("slow_start", 0),
+        ("execute", "a"),
+        ("slow_start", 1),
+        ("execute", "b"),
+        ("slow_start", 2),
+        ("execute", "c"),
+        ("slow_start", 3),
+        ("execute", "d"),
+        ("execute", "e"),
+    ]
+    # Slow start begins once the cooldown is over, not during it.
+    assert min(limiter.slow_start_at) >= limiter.limited_at[0] + cooldown - 0.002
 
 
 async def test_default_strategy_slow_start_from_config(fast_config: Config) -> None:
@@ -311,19 +325,21 @@ async def test_fixed_delay_strategy_in_a_run(fast_config: Config, recorder: Any)
 
 
 async def test_get_stats_reports_cooldown_while_cooling(fast_config: Config) -> None:
-    seen: list[dict[str, Any]] = []
-    processor: ParallelBatchProcessor[Any, Any, Any]
-
-    class Peek:
-        async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-            if event is EV.COOLDOWN_STARTED:
-                seen.append(await processor.get_stats())
-
-    strategy = FakeStrategy(script={"x": ["rate_limit:0.05"]})
-    processor = ParallelBatchProcessor(config=fast_config(), observers=[Peek()])
-    await run_items(processor, strategy, ["x"])
-    assert seen and seen[0]["rate_limit_count"] == 1
-    assert 0 < seen[0]["cooldown_remaining"] <= 0.05
+    strategy = FakeStrategy(script={"x": ["rate_limit:5"]})
+    processor = ParallelBatchProcessor(config=fast_config())
+    await processor.start(collect_results=False)
+    try:
+        await processor.add_work(LLMWorkItem("x", strategy, "x"))
+        for _ in range(2000):
+            stats = await processor.get_stats()
+            if stats["rate_limit_count"]:
+                break
+            await asyncio.sleep(0)
+        assert stats["rate_limit_count"] == 1
+        assert 0 < stats["cooldown_remaining"] <= 5
+        assert stats["processed"] == 0
+    finally:
+        await asyncio.wait_for(processor.shutdown(), 20)  # ends the cooldown early
 
 
 # --------------------------------------------------------------------------- pacing
