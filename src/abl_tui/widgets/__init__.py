@@ -1,0 +1,25 @@
+"""The dashboard's widgets: each reads the pure run state and never touches the engine."""
+
+from .counts_strip import CountsStrip
+from .failed_panel import FailedPanel
+from .failed_table import FailedTable
+from .gauge import Gauge
+from .rate_limits import RateLimitsPanel
+from .run_header import RunHeader
+from .run_progress import RunProgress
+from .throughput import ThroughputPanel
+from .tokens_panel import TokensPanel
+from .workers_table import WorkersTable
+
+__all__ = [
+    "CountsStrip",
+    "FailedPanel",
+    "FailedTable",
+    "Gauge",
+    "RateLimitsPanel",
+    "RunHeader",
+    "RunProgress",
+    "ThroughputPanel",
+    "TokensPanel",
+    "WorkersTable",
+]

@@ -1,0 +1,169 @@
+"""The failed-items panel: a status filter, a search box, retry buttons and the table."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.widgets import Button, Input, Static
+
+from ..session import Dashboard
+from .failed_table import FailedRow, FailedTable
+
+Filter = Literal["failed", "retried", "all"]
+FILTERS: tuple[Filter, ...] = ("failed", "retried", "all")
+
+
+def failed_rows(dashboard: Dashboard, which: Filter, query: str = "") -> list[FailedRow]:
+    """The rows a filter and a search (by id, category or message) select, in table order.
+
+    "failed": items whose last outcome is a failure; "retried": items sent again by hand in
+    this session, with what became of them; "all": both (an item in both shows as failed).
+    """
+    rows: list[FailedRow] = []
+    failed = dashboard.state.failed_items
+    if which in ("failed", "all"):
+        rows.extend(
+            FailedRow(item.item_id, "failed", item.error_category, item.attempts, item.error)
+            for item in failed.values()
+        )
+    if which in ("retried", "all"):
+        retried = dashboard.retries.items.values()
+        rows.extend(
+            FailedRow(item.item_id, item.status, item.error_category, item.attempts, item.error)
+            for item in retried
+            if which == "retried" or item.item_id not in failed
+        )
+    needle = query.strip().lower()
+    if needle:
+        rows = [
+            row
+            for row in rows
+            if needle in row.item_id.lower()
+            or needle in row.message.lower()
+            or needle in row.category.lower()
+        ]
+    return rows
+
+
+class FailedPanel(Vertical):
+    """Failed items with their error; the screen owns the actions, this owns the view."""
+
+    status_filter: reactive[Filter] = reactive("failed", init=False)
+    search_text: reactive[str] = reactive("", init=False)
+
+    def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._read_only = read_only
+        self._dashboard: Dashboard | None = None
+        self._table = FailedTable(id="failed-table")
+        self._search = Input(
+            placeholder="search id, category or message", id="search", compact=True
+        )
+        self._filters = {
+            name: Button(name, id=f"filter-{name}", compact=True, classes="filter")
+            for name in FILTERS
+        }
+        self._retry_one = Button("Retry", id="retry-one", compact=True, variant="primary")
+        self._retry_all = Button("Retry all", id="retry-all", compact=True, variant="warning")
+        self.border_title = "Failed"
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="failed-toolbar"):
+            yield from self._filters.values()
+            yield Static(id="failed-spacer")
+            if not self._read_only:
+                yield self._retry_one
+                yield self._retry_all
+        yield self._search
+        yield self._table
+
+    def on_mount(self) -> None:
+        self._mark_filter()
+        self._search.display = False
+
+    @property
+    def search_open(self) -> bool:
+        """True while the search box is shown."""
+        return bool(self._search.display)
+
+    @property
+    def table(self) -> FailedTable:
+        """The table inside the panel."""
+        return self._table
+
+    def show(self, dashboard: Dashboard) -> None:
+        """Bring the table in step with the dashboard under the current filter and search."""
+        self._dashboard = dashboard
+        rows = failed_rows(dashboard, self.status_filter, self.search_text)
+        self.table.sync(rows)
+        state = dashboard.state
+        title = f"Failed {state.failed:,}"
+        if dashboard.retries.items:
+            title += f" · retried {len(dashboard.retries.items):,}"
+        if self.search_text.strip():
+            title += f" · {len(rows):,} match “{self.search_text.strip()}”"
+        self.border_title = title
+        if not self._read_only:
+            self._retry_one.disabled = not self.can_retry_highlighted()
+            self._retry_all.disabled = state.failed == 0
+
+    def can_retry_highlighted(self) -> bool:
+        """True when the highlighted row is an item whose last outcome is a failure."""
+        row = self.highlighted_row
+        return row is not None and row.state == "failed"
+
+    @property
+    def highlighted_row(self) -> FailedRow | None:
+        """The highlighted row, if any."""
+        key = self.table.highlighted_key
+        return self.table.row(key) if key is not None else None
+
+    def cycle_filter(self) -> None:
+        """Next status filter: failed → retried → all."""
+        self.status_filter = FILTERS[(FILTERS.index(self.status_filter) + 1) % len(FILTERS)]
+
+    def open_search(self) -> None:
+        """Show the search box and focus it."""
+        search = self._search
+        search.display = True
+        search.focus()
+
+    def close_search(self) -> None:
+        """Clear and hide the search box; the table gets the focus back."""
+        search = self._search
+        search.value = ""
+        search.display = False
+        self.table.focus()
+
+    def watch_status_filter(self) -> None:
+        self._mark_filter()
+        self._resync()
+
+    def watch_search_text(self) -> None:
+        self._resync()
+
+    def _mark_filter(self) -> None:
+        for name, button in self._filters.items():
+            button.set_class(name == self.status_filter, "-active")
+
+    def _resync(self) -> None:
+        if self._dashboard is not None:
+            self.show(self._dashboard)
+
+    @on(Button.Pressed, ".filter")
+    def _filter_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        assert event.button.id is not None
+        self.status_filter = event.button.id.removeprefix("filter-")  # type: ignore[assignment]
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self.search_text = event.value
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self, event: Input.Submitted) -> None:
+        self.table.focus()

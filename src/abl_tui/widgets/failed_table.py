@@ -1,0 +1,175 @@
+"""The failed-items table, kept in step with the run by a keyed diff.
+
+Rows are keyed by item id: new ones are added, gone ones removed, and ``update_cell`` is
+called only where a value changed, so the highlighted row stays on the same item while
+the table changes under it (large changes rebuild the table, and restore the cursor too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.coordinate import Coordinate
+from textual.events import Resize
+from textual.widgets import DataTable
+
+#: (key, header, width); the message column takes what is left.
+_FIXED_COLUMNS = (("id", "id", 14), ("state", "state", 7), ("category", "category", 16))
+_TRY_COLUMN = ("attempts", "try", 3)
+_MESSAGE = "message"
+#: Past this many removals at once, rebuilding beats ``remove_row`` (each is O(rows)).
+REBUILD_THRESHOLD = 64
+
+#: The theme variable that colours each row state.
+STATE_VARIABLES = {
+    "failed": "status-failed",
+    "queued": "status-retry",
+    "running": "status-running",
+    "ok": "status-ok",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRow:
+    """One row as the table shows it; equality drives the diff."""
+
+    item_id: str
+    state: str
+    category: str
+    attempts: int
+    message: str
+
+
+class FailedTable(DataTable[Text]):
+    """A row-cursor table of failed (and retried) items; Enter opens the item's detail."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Detail", id="abl.detail")]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self._rows: dict[str, FailedRow] = {}
+        self._order: list[str] = []
+        self._message_width = 20
+
+    def on_mount(self) -> None:
+        self._add_columns()
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._rebuild())
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def highlighted_key(self) -> str | None:
+        """The item id of the highlighted row, or None when the table is empty."""
+        if not self.row_count:
+            return None
+        row = min(max(self.cursor_row, 0), self.row_count - 1)
+        key = self.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
+        return key
+
+    @property
+    def keys(self) -> list[str]:
+        """Item ids in table order."""
+        return list(self._order)
+
+    def row(self, item_id: str) -> FailedRow | None:
+        """The row shown for an item, if any."""
+        return self._rows.get(item_id)
+
+    # ------------------------------------------------------------------ diffing
+
+    def sync(self, rows: list[FailedRow]) -> None:
+        """Make the table show ``rows`` (by item id), touching only what changed."""
+        wanted = {row.item_id: row for row in rows}
+        highlighted = self.highlighted_key
+        gone = [key for key in self._order if key not in wanted]
+        if len(gone) > REBUILD_THRESHOLD:
+            self._rows = wanted
+            self._order = list(wanted)
+            self._rebuild(highlighted)
+            return
+        for key in gone:
+            self.remove_row(key)
+            del self._rows[key]
+        if gone:
+            gone_set = set(gone)
+            self._order = [key for key in self._order if key not in gone_set]
+        for row in rows:
+            old = self._rows.get(row.item_id)
+            if old is None:
+                self.add_row(*self._cells(row), key=row.item_id)
+                self._order.append(row.item_id)
+            elif old != row:
+                self._update(old, row)
+            self._rows[row.item_id] = row
+        self._keep_cursor(highlighted)
+
+    def _update(self, old: FailedRow, new: FailedRow) -> None:
+        key = new.item_id
+        if old.state != new.state:
+            self.update_cell(key, "state", self._state_cell(new.state))
+        if old.category != new.category:
+            self.update_cell(key, "category", _cell(new.category))
+        if old.attempts != new.attempts:
+            self.update_cell(key, "attempts", _cell(str(new.attempts), justify="right"))
+        if old.message != new.message:
+            self.update_cell(key, _MESSAGE, _cell(new.message))
+
+    def _keep_cursor(self, highlighted: str | None) -> None:
+        if highlighted is None or highlighted not in self._rows:
+            return
+        index = self.get_row_index(highlighted)
+        if index != self.cursor_row:
+            self.move_cursor(row=index, animate=False)
+
+    # ------------------------------------------------------------------ building
+
+    def _add_columns(self) -> None:
+        for key, label, width in _FIXED_COLUMNS:
+            self.add_column(label, width=width, key=key)
+        self.add_column(_TRY_COLUMN[1], width=_TRY_COLUMN[2], key=_TRY_COLUMN[0])
+        self.add_column(_MESSAGE, width=self._message_width, key=_MESSAGE)
+
+    def _rebuild(self, highlighted: str | None = None) -> None:
+        """Clear and refill (on a big change, a resize, or a theme switch)."""
+        if highlighted is None:
+            highlighted = self.highlighted_key
+        self.clear(columns=True)
+        self._add_columns()
+        for key in self._order:
+            self.add_row(*self._cells(self._rows[key]), key=key)
+        self._keep_cursor(highlighted)
+
+    def on_resize(self, event: Resize) -> None:
+        fixed = sum(width for _, _, width in _FIXED_COLUMNS) + _TRY_COLUMN[2]
+        padding = 2 * self.cell_padding * (len(_FIXED_COLUMNS) + 2)
+        width = max(event.size.width - fixed - padding - self.scrollbar_size_vertical, 10)
+        if width != self._message_width:
+            self._message_width = width
+            self._rebuild()
+
+    def _state_cell(self, state: str) -> Text:
+        variable = STATE_VARIABLES.get(state)
+        color = self.app.theme_variables.get(variable, "") if variable else ""
+        return _cell(state, style=f"bold {color}".strip())
+
+    def _cells(self, row: FailedRow) -> tuple[Text, ...]:
+        return (
+            _cell(row.item_id),
+            self._state_cell(row.state),
+            _cell(row.category),
+            _cell(str(row.attempts), justify="right"),
+            _cell(row.message),
+        )
+
+
+def _cell(value: str, *, style: str = "", justify: str = "left") -> Text:
+    """A one-line cell that ends in an ellipsis when it does not fit."""
+    return Text(
+        value.replace("\n", " "),
+        style=style,
+        no_wrap=True,
+        overflow="ellipsis",
+        justify=justify,  # type: ignore[arg-type]
+    )

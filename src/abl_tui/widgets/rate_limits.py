@@ -1,0 +1,66 @@
+"""Rate limits: the live cooldown countdown, the number of 429s, and the pacing in force."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from .. import formatting as fmt
+from ..state import RunState
+
+
+def cooldown_text(state: RunState, now: float) -> Text:
+    """``cooldown 12.3s`` while one is in force, else ``no cooldown``."""
+    remaining = state.cooldown_remaining(now)
+    if remaining > 0:
+        return Text(f"cooldown {remaining:.1f}s", style="bold")
+    return Text("no cooldown", style="dim")
+
+
+def pacing_text(state: RunState) -> str:
+    """The request and token pacing limits, or ``no pacing``."""
+    parts = []
+    if state.rpm_limit:
+        parts.append(f"rpm {fmt.count(state.rpm_limit)}")
+    if state.tpm_limit:
+        parts.append(f"tpm {fmt.count(state.tpm_limit)}")
+    return " · ".join(parts) if parts else "no pacing"
+
+
+def limits_line(state: RunState, now: float) -> Text:
+    """Everything about limits on one line (the narrow layout's version of the panel)."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append("429s ", "dim")
+    line.append(f"{state.rate_limits:,}", "bold")
+    line.append("  ")
+    line.append_text(cooldown_text(state, now))
+    line.append("  ")
+    line.append(pacing_text(state), "dim")
+    return line
+
+
+class RateLimitsPanel(Static):
+    """The bordered rate-limit panel of wider layouts; a cooldown turns it the cooldown colour."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.border_title = "Rate limits"
+        self._shown: tuple[object, ...] = ()
+
+    def show(self, state: RunState, now: float) -> None:
+        """Redraw from the state (only what changed)."""
+        cooldown = cooldown_text(state, now)
+        streak = f" (streak {state.cooldown_consecutive})" if state.cooldown_until else ""
+        lines = Text("\n").join(
+            [
+                cooldown,
+                Text.assemble(("429s ", "dim"), (f"{state.rate_limits:,}", "bold"), streak),
+                Text(pacing_text(state), style="dim"),
+            ]
+        )
+        key = (lines.plain,)
+        if key == self._shown:
+            return
+        self._shown = key
+        self.set_class(state.cooldown_remaining(now) > 0, "-cooldown")
+        self.update(lines)

@@ -1,0 +1,81 @@
+"""The top line: which run this is, and a badge saying what it is doing."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from ..session import Dashboard
+
+#: Badge text and CSS class by run phase.
+_BADGES = {
+    "starting": ("◌ starting", "-running"),
+    "running": ("● running", "-running"),
+    "paused": ("⏸ paused", "-paused"),
+    "cooldown": ("◷ cooldown", "-cooldown"),
+    "completed": ("✓ completed", "-ok"),
+    "failed": ("✗ done with failures", "-failed"),
+    "ended": ("■ ended", "-failed"),
+    "watching": ("◉ watching", "-watching"),
+}
+
+
+def phase(dashboard: Dashboard, now: float) -> str:
+    """The one word the badge shows for the run's current phase."""
+    state = dashboard.state
+    if not dashboard.seeded:
+        return "starting"
+    if dashboard.active and state.cooldown_remaining(now) > 0:
+        return "cooldown"
+    if dashboard.active and state.paused:
+        return "paused"
+    if dashboard.active:
+        return "running"
+    if state.status in ("completed", "failed"):
+        return state.status
+    if dashboard.ended:
+        return "ended"
+    return "completed" if not state.failed else "failed"
+
+
+class RunHeader(Horizontal):
+    """Run name, id and model on the left; the phase badge (and "watching") on the right."""
+
+    def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._read_only = read_only
+        self._shown: tuple[str, ...] = ()
+        self._title = Static(id="run-title")
+        self._badge = Static(id="run-badge", classes="badge")
+
+    def compose(self) -> ComposeResult:
+        yield self._title
+        if self._read_only:
+            yield Static(_BADGES["watching"][0], id="watch-badge", classes="badge -watching")
+        yield self._badge
+
+    def show(self, dashboard: Dashboard, now: float) -> None:
+        """Redraw from the dashboard (only what changed)."""
+        state = dashboard.state
+        word = phase(dashboard, now)
+        key = (state.name, state.run_id, state.model, word)
+        if key == self._shown:
+            return
+        self._shown = key
+        title = Text.assemble(
+            ("abl ", "bold"),
+            (state.name or "…", "bold"),
+            ("  ", ""),
+            (state.run_id, "dim"),
+            ("  ", ""),
+            (state.model, "dim italic"),
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+        self._title.update(title)
+        badge = self._badge
+        label, css_class = _BADGES[word]
+        badge.update(label)
+        badge.set_classes(f"badge {css_class}")

@@ -1,0 +1,39 @@
+"""Progress: a bar, done/total, elapsed and ETA."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import ProgressBar, Static
+
+from .. import formatting as fmt
+from ..session import Dashboard
+
+
+class RunProgress(Horizontal):
+    """One line: ``[bar] 1,234/5,000 24.7%  elapsed 1m 05s  eta 3m 10s``."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: tuple[object, ...] = ()
+        self._bar = ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress-bar")
+        self._text = Static(id="progress-text")
+
+    def compose(self) -> ComposeResult:
+        yield self._bar
+        yield self._text
+
+    def show(self, dashboard: Dashboard, now: float) -> None:
+        """Redraw from the dashboard (only what changed)."""
+        state = dashboard.state
+        eta = state.eta_seconds(now) if dashboard.active else 0.0
+        text = (
+            f"{state.done:,}/{state.total:,} {fmt.percent(state.progress())}  "
+            f"elapsed {fmt.duration(state.elapsed(now))}  eta {fmt.duration(eta)}"
+        )
+        key = (state.done, state.total, text)
+        if key == self._shown:
+            return
+        self._shown = key
+        self._bar.update(total=max(state.total, 1), progress=state.done)
+        self._text.update(text)
