@@ -1,0 +1,230 @@
+"""One item's story: prompt, output, error and attempt history, read from the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Static
+
+from .. import formatting as fmt
+
+if TYPE_CHECKING:
+    from ..app import DashboardApp
+
+
+@dataclass
+class AttemptView:
+    """One attempt as the history table shows it."""
+
+    number: int
+    outcome: str
+    category: str
+    duration: float | None
+    error: str
+
+
+@dataclass
+class ItemView:
+    """What the screen shows of an item, whatever shape the store's record has."""
+
+    item_id: str
+    status: str = "unknown"
+    prompt: str = ""
+    output: str = ""
+    error: str = ""
+    error_category: str = ""
+    attempts: int = 0
+    history: list[AttemptView] = field(default_factory=list)
+
+    @classmethod
+    def from_record(cls, item_id: str, record: Any) -> ItemView:
+        """Read a store item record (attributes or a mapping) defensively."""
+
+        def get(obj: Any, name: str, default: Any = None) -> Any:
+            if isinstance(obj, dict):
+                return obj.get(name, default)
+            return getattr(obj, name, default)
+
+        history_rows = get(record, "history", None) or get(record, "attempt_log", None) or []
+        attempts = get(record, "attempts", 0)
+        if isinstance(attempts, list):  # a record whose attempts are the history itself
+            history_rows, attempts = attempts, len(attempts)
+        history = [
+            AttemptView(
+                number=get(row, "attempt", index + 1) or index + 1,
+                outcome=str(get(row, "outcome", "") or get(row, "status", "") or ""),
+                category=str(get(row, "error_category", "") or ""),
+                duration=get(row, "duration", None),
+                error=str(get(row, "error", "") or ""),
+            )
+            for index, row in enumerate(history_rows)
+        ]
+        return cls(
+            item_id=item_id,
+            status=str(get(record, "status", "unknown") or "unknown"),
+            prompt=_text(get(record, "prompt", "")),
+            output=_text(get(record, "output", "")),
+            error=str(get(record, "error", "") or ""),
+            error_category=str(get(record, "error_category", "") or ""),
+            attempts=int(attempts or 0),
+            history=history,
+        )
+
+
+def _text(value: Any) -> str:
+    """A prompt or output as text (structured values as indented JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    except TypeError:
+        return str(value)
+
+
+def _took(seconds: float | None) -> str:
+    """An attempt's duration: ``0.25s`` under ten seconds, else ``1m 05s``."""
+    if seconds is not None and 0 <= seconds < 10:
+        return f"{seconds:.2f}s"
+    return fmt.duration(seconds)
+
+
+class ItemDetailScreen(Screen[None]):
+    """Opened with Enter on a row; Esc goes back; Retry sends a failed item again."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", id="abl.detail.back"),
+        Binding("r", "retry", "Retry", id="abl.detail.retry"),
+    ]
+
+    def __init__(self, item_id: str, *, read_only: bool = False) -> None:
+        super().__init__()
+        self.item_id = item_id
+        self.read_only = read_only
+        self.view: ItemView | None = None
+        self._sent = False
+
+    @property
+    def control(self) -> DashboardApp:
+        """The app, which reads the store and carries out the commands."""
+        return cast("DashboardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f"item {self.item_id}  loading…"), id="detail-title")
+        with VerticalScroll(id="detail-body"):
+            yield Static("Prompt", classes="detail-heading")
+            yield Static(id="detail-prompt", classes="detail-text", markup=False)
+            yield Static("Output", classes="detail-heading")
+            yield Static(id="detail-output", classes="detail-text", markup=False)
+            yield Static("Error", classes="detail-heading")
+            yield Static(id="detail-error", classes="detail-text", markup=False)
+            yield Static("Attempts", classes="detail-heading")
+            yield DataTable(id="detail-attempts", cursor_type="none", zebra_stripes=True)
+        with Horizontal(id="detail-buttons"):
+            if not self.read_only:
+                yield Button("Retry", id="detail-retry", variant="primary", compact=True)
+            yield Button("Back", id="detail-back", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#detail-attempts", DataTable)
+        table.add_column("#", key="n", width=3)
+        table.add_column("outcome", key="outcome", width=10)
+        table.add_column("category", key="category", width=16)
+        table.add_column("took", key="took", width=7)
+        table.add_column("error", key="error")
+        self._set_retry_enabled()
+        self.load()
+
+    @work(exclusive=True, group="item-detail")
+    async def load(self) -> None:
+        """Fetch the item (the app reads the store off the UI thread) and fill the screen."""
+        try:
+            record = await self.control.load_item(self.item_id)
+        except Exception as exc:  # a closed store, a vanished file: say so, do not crash
+            self.query_one("#detail-title", Static).update(
+                Text(f"item {self.item_id}  could not be read: {exc}")
+            )
+            return
+        if record is None:
+            self.query_one("#detail-title", Static).update(
+                Text(f"item {self.item_id}  not found in the store")
+            )
+            return
+        self.show(ItemView.from_record(self.item_id, record))
+
+    def show(self, view: ItemView) -> None:
+        """Fill the screen from a loaded item."""
+        self.view = view
+        title = Text.assemble(
+            ("item ", "dim"),
+            (view.item_id, "bold"),
+            ("  ·  ", "dim"),
+            (view.status, "bold"),
+            ("  ·  ", "dim"),
+            f"{view.attempts} attempt{'s' if view.attempts != 1 else ''}",
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+        if view.error_category:
+            title.append(f"  ·  {view.error_category}", "dim")
+        self.query_one("#detail-title", Static).update(title)
+        self.query_one("#detail-prompt", Static).update(view.prompt or "—")
+        self.query_one("#detail-output", Static).update(view.output or "—")
+        self.query_one("#detail-error", Static).update(view.error or "—")
+        table = self.query_one("#detail-attempts", DataTable)
+        table.clear()
+        for attempt in view.history:
+            table.add_row(
+                str(attempt.number),
+                attempt.outcome,
+                attempt.category,
+                _took(attempt.duration),
+                Text(attempt.error.replace("\n", " "), no_wrap=True, overflow="ellipsis"),
+            )
+        self._set_retry_enabled()
+
+    def can_retry(self) -> bool:
+        """True when this item's last outcome is a failure and it was not just sent again."""
+        if self.read_only or self._sent or self.view is None:
+            return False
+        return self.view.status == "failed" and self.control.can_retry_item(self.item_id)
+
+    def _set_retry_enabled(self) -> None:
+        if not self.read_only:
+            self.query_one("#detail-retry", Button).disabled = not self.can_retry()
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Retry only when it makes sense (hidden in watch mode)."""
+        if action == "retry":
+            return False if self.read_only else (True if self.can_retry() else None)
+        return True
+
+    def action_close(self) -> None:
+        """Back to the dashboard."""
+        self.dismiss()
+
+    def action_retry(self) -> None:
+        """Send this item again."""
+        if self.can_retry():
+            self.control.retry_item(self.item_id)
+            self._sent = True
+            self._set_retry_enabled()
+
+    @on(Button.Pressed, "#detail-retry")
+    def _retry_pressed(self) -> None:
+        self.action_retry()
+
+    @on(Button.Pressed, "#detail-back")
+    def _back_pressed(self) -> None:
+        self.dismiss()

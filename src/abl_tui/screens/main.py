@@ -1,0 +1,191 @@
+"""The main screen: the live dashboard of one run.
+
+The screen lays out the widgets and maps keys and buttons to the app's commands; the app
+owns the runner and the state, and calls :meth:`MainScreen.show` a few times a second.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer
+
+from ..session import Dashboard
+from ..widgets import (
+    CountsStrip,
+    FailedPanel,
+    RateLimitsPanel,
+    RunHeader,
+    RunProgress,
+    ThroughputPanel,
+    TokensPanel,
+    WorkersTable,
+)
+
+if TYPE_CHECKING:
+    from ..app import DashboardApp
+
+
+class MainScreen(Screen[None]):
+    """Progress, throughput, workers, limits, tokens and the failed items, in one screen."""
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+
+    BINDINGS = [
+        Binding("r", "retry_selected", "Retry", id="abl.retry"),
+        Binding("R", "retry_all", "Retry all", id="abl.retry_all"),
+        Binding("p", "pause", "Pause", id="abl.pause"),
+        Binding("p", "resume", "Resume", id="abl.resume"),
+        Binding("f", "cycle_filter", "Filter", show=False, id="abl.filter"),
+        Binding("slash", "search", "Search", key_display="/", id="abl.search"),
+        Binding("u", "runs", "Runs", id="abl.runs"),
+        Binding("escape", "clear_search", "Clear search", show=False, id="abl.clear_search"),
+    ]
+
+    def __init__(self, *, read_only: bool = False) -> None:
+        super().__init__()
+        self.read_only = read_only
+        self.ready = False  # children mounted: show() may run
+
+    @property
+    def control(self) -> DashboardApp:
+        """The app, which owns the runner and carries out the commands."""
+        return cast("DashboardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        self._header = RunHeader(read_only=self.read_only, id="header")
+        self._progress = RunProgress(id="progress")
+        self._strip = CountsStrip(id="strip")
+        self._throughput = ThroughputPanel(id="throughput")
+        self._tokens = TokensPanel(id="tokens")
+        self._limits = RateLimitsPanel(id="limits")
+        self._workers = WorkersTable(id="workers")
+        self._failed = FailedPanel(read_only=self.read_only, id="failed")
+        yield self._header
+        yield self._progress
+        yield self._strip
+        with Horizontal(id="panels"):
+            yield self._throughput
+            yield self._tokens
+            yield self._limits
+            yield self._workers
+        yield self._failed
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.failed.table.focus()
+        self.ready = True
+        self.control.redraw()
+
+    def on_screen_resume(self) -> None:
+        self.control.redraw()
+
+    @property
+    def visible(self) -> bool:
+        """True when the screen can be seen: on top, or under a modal."""
+        stack = self.app.screen_stack
+        if not self.ready or not stack or self not in stack:
+            return False
+        above = stack[stack.index(self) + 1 :]
+        return all(screen.is_modal for screen in above)
+
+    @property
+    def failed(self) -> FailedPanel:
+        """The failed-items panel."""
+        return self._failed
+
+    def show(self, dashboard: Dashboard, now: float) -> None:
+        """Redraw every widget from the dashboard; each skips its refresh if nothing changed."""
+        state = dashboard.state
+        self._header.show(dashboard, now)
+        self._progress.show(dashboard, now)
+        self._strip.show(dashboard, now)
+        self._throughput.show(state, now)
+        self._tokens.show(state, now)
+        self._limits.show(state, now)
+        self._workers.show(state, now)
+        self._failed.show(dashboard)
+
+    # ------------------------------------------------------------------ actions
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer (and show in the footer) only what can be done right now."""
+        control = self.control
+        if action == "retry_selected":
+            return not self.read_only and control.can_retry_selected()
+        if action == "retry_all":
+            return False if self.read_only else control.can_retry_all()
+        if action in ("pause", "resume"):
+            if self.read_only or not control.can_pause():
+                return False
+            return control.runner_paused() == (action == "resume")
+        if action == "open_item":
+            return self.failed.highlighted_row is not None
+        if action == "runs":
+            return control.can_show_runs()
+        if action == "clear_search":
+            return bool(self.failed.search_text) or self.failed.search_open
+        return True
+
+    def action_retry_selected(self) -> None:
+        """Send the highlighted failed item again."""
+        self.control.retry_selected()
+
+    def action_retry_all(self) -> None:
+        """Ask, then send every failed item again."""
+        self.control.request_retry_all()
+
+    def action_open_item(self) -> None:
+        """Open the highlighted item's detail."""
+        row = self.failed.highlighted_row
+        if row is not None:
+            self.control.open_item(row.item_id)
+
+    def action_pause(self) -> None:
+        """Start no new attempts until resumed."""
+        self.control.set_paused(True)
+
+    def action_resume(self) -> None:
+        """Start attempts again."""
+        self.control.set_paused(False)
+
+    def action_cycle_filter(self) -> None:
+        """Failed → retried → all."""
+        self.failed.cycle_filter()
+
+    def action_search(self) -> None:
+        """Open the search box."""
+        self.failed.open_search()
+
+    def action_clear_search(self) -> None:
+        """Clear and close the search box."""
+        self.failed.close_search()
+
+    def action_runs(self) -> None:
+        """Show the past runs."""
+        self.control.show_runs()
+
+    # ------------------------------------------------------------------ events
+
+    @on(DataTable.RowSelected, "#failed-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value is not None:
+            self.control.open_item(event.row_key.value)
+
+    @on(DataTable.RowHighlighted, "#failed-table")
+    def _row_highlighted(self) -> None:
+        self.refresh_bindings()
+
+    @on(Button.Pressed, "#retry-one")
+    def _retry_one_pressed(self) -> None:
+        self.control.retry_selected()
+
+    @on(Button.Pressed, "#retry-all")
+    def _retry_all_pressed(self) -> None:
+        self.control.request_retry_all()

@@ -1,0 +1,164 @@
+"""Past runs in the store: pick one to resume it, or to send its failed items again."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.coordinate import Coordinate
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Static
+
+from .. import formatting as fmt
+from ..report import run_row
+
+if TYPE_CHECKING:
+    from ..app import DashboardApp
+
+#: Most important first, so a narrow terminal cuts off only the end (it scrolls sideways).
+_COLUMNS = (
+    ("id", "run", 20),
+    ("status", "status", 11),
+    ("done", "done", 13),
+    ("failed", "failed", 7),
+    ("name", "name", 18),
+    ("cost", "cost", 9),
+    ("started", "started", 19),
+)
+
+
+class RunsScreen(Screen[None]):
+    """The runs list; the run on screen now is marked with a dot."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", id="abl.runs.back"),
+        Binding("o", "resume", "Resume", id="abl.runs.resume"),
+        Binding("f", "retry_failed", "Retry failed", id="abl.runs.retry_failed"),
+        Binding("ctrl+r", "reload", "Reload", id="abl.runs.reload"),
+    ]
+
+    def __init__(self, current_run_id: str | None = None) -> None:
+        super().__init__()
+        self.current_run_id = current_run_id
+        self.runs: dict[str, dict[str, Any]] = {}
+
+    @property
+    def control(self) -> DashboardApp:
+        """The app, which reads the store and swaps runners."""
+        return cast("DashboardApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static("Runs  loading…", id="runs-title")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        with Horizontal(id="runs-buttons"):
+            yield Button("Resume (o)", id="runs-resume", variant="primary", compact=True)
+            yield Button("Retry failed (f)", id="runs-retry", variant="warning", compact=True)
+            yield Button("Back (esc)", id="runs-back", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        for key, label, width in _COLUMNS:
+            table.add_column(label, key=key, width=width)
+        table.focus()
+        self.load()
+
+    @work(exclusive=True, group="runs")
+    async def load(self) -> None:
+        """Fetch the runs (off the UI thread) and fill the table."""
+        try:
+            runs = await self.control.load_runs()
+        except Exception as exc:  # the store is gone or unreadable: say so, do not crash
+            self.query_one("#runs-title", Static).update(Text(f"Runs  could not be read: {exc}"))
+            return
+        self.show(runs)
+
+    def show(self, runs: list[Any]) -> None:
+        """Fill the table from run summaries (newest first)."""
+        table = self.query_one(DataTable)
+        table.clear()
+        self.runs = {}
+        for run in runs:
+            row = run_row(run)
+            self.runs[row["id"]] = row
+            mark = "● " if row["id"] == self.current_run_id else "  "
+            table.add_row(
+                Text(mark + row["id"], no_wrap=True, overflow="ellipsis"),
+                row["status"],
+                f"{row['succeeded'] + row['failed']:,}/{row['total']:,}",
+                f"{row['failed']:,}",
+                Text(row["name"] or "", no_wrap=True, overflow="ellipsis"),
+                fmt.cost(row["cost"]),
+                row["started"] or "",
+                key=row["id"],
+            )
+        self.query_one("#runs-title", Static).update(
+            Text.assemble(("Runs ", "bold"), (f"{len(self.runs)} in the store", "dim"))
+        )
+        self.refresh_bindings()
+
+    @property
+    def selected(self) -> dict[str, Any] | None:
+        """The highlighted run's summary, if any."""
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+        return self.runs.get(key or "")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Resume and retry need a selected run; retrying needs failed items."""
+        if action in ("resume", "retry_failed"):
+            run = self.selected
+            if run is None:
+                return None
+            if action == "retry_failed":
+                return run["failed"] > 0 or None
+        return True
+
+    def action_close(self) -> None:
+        """Back to the dashboard."""
+        self.dismiss()
+
+    def action_reload(self) -> None:
+        """Read the runs again."""
+        self.load()
+
+    def action_resume(self) -> None:
+        """Carry on the selected run: send every item without a committed result."""
+        run = self.selected
+        if run is not None:
+            self.control.switch_run(run["id"], retry_failed=False)
+
+    def action_retry_failed(self) -> None:
+        """Carry on the selected run, sending its failed items again too."""
+        run = self.selected
+        if run is not None and run["failed"] > 0:
+            self.control.switch_run(run["id"], retry_failed=True)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self.refresh_bindings()
+        run = self.selected
+        self.query_one("#runs-retry", Button).disabled = run is None or run["failed"] == 0
+        self.query_one("#runs-resume", Button).disabled = run is None
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_resume()
+
+    @on(Button.Pressed, "#runs-resume")
+    def _resume_pressed(self) -> None:
+        self.action_resume()
+
+    @on(Button.Pressed, "#runs-retry")
+    def _retry_pressed(self) -> None:
+        self.action_retry_failed()
+
+    @on(Button.Pressed, "#runs-back")
+    def _back_pressed(self) -> None:
+        self.dismiss()
