@@ -116,7 +116,8 @@ class ParallelBatchProcessor(
         self._results: list[WorkItemResult[TOutput, TContext]] = []
         self._result_queue: asyncio.Queue[Any] | None = None
         self._collect = True
-        self._stream_ended = False
+        self._stream_ended = False  # readers of results() stop once the buffer is empty
+        self._stop_sent = False  # the end marker is in the results buffer
         self._idle_workers: set[int] = set()  # waiting for input: can retire at once
         self._retiring: set[int] = set()
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -240,16 +241,18 @@ class ParallelBatchProcessor(
             result = await queue.get()
             if result is _STOP:
                 self._stream_ended = True
+                queue.put_nowait(_STOP)  # for any other reader (there is room: we took one)
                 return
             yield result
 
     def _end_result_stream(self) -> None:
         """Tell ``results()`` readers the stream is over, even with the buffer full."""
         queue = self._result_queue
-        if queue is None or self._stream_ended:
+        if queue is None or self._stream_ended or self._stop_sent:
             return
         try:
             queue.put_nowait(_STOP)
+            self._stop_sent = True
         except asyncio.QueueFull:
             self._stream_ended = True  # readers stop once they have drained the buffer
 
@@ -325,7 +328,7 @@ class ParallelBatchProcessor(
         if self._workers:
             await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
         self._workers.clear()
-        self._end_result_stream()
+        await self._complete(cancelled=True)
 
     async def shutdown(self) -> None:
         """Cancel anything still running and clean up every prepared strategy."""
@@ -460,9 +463,6 @@ class ParallelBatchProcessor(
         assert gate is not None
         pacer = self._pacer
         while True:
-            estimate = 0
-            if pacer is not None or self._slow_start_count >= 0 or not gate.is_set():
-                estimate = await self._admit(item)
             work = item
             if self.middlewares:
                 work = await self._before_process(item)
@@ -477,6 +477,10 @@ class ParallelBatchProcessor(
                         (usage_in, usage_out, usage_cached, cost),
                         "skipped",
                     )
+            # Nothing awaits between admission and the call: no attempt starts in a cooldown.
+            estimate = 0
+            if pacer is not None or self._slow_start_count >= 0 or not gate.is_set():
+                estimate = await self._admit(work)
             attempt += 1
             counted += 1
             if emit:
@@ -953,9 +957,9 @@ class ParallelBatchProcessor(
         except Exception:
             logger.exception("progress_callback failed")
 
-    async def _complete(self) -> None:
+    async def _complete(self, *, cancelled: bool = False) -> None:
         """Once every worker has ended: final events, stats and the end of the result stream."""
-        if self._finished is not None and self._finished.is_set():
+        if self._finished is None or self._finished.is_set():
             return
         if self._finished is not None:
             self._finished.set()
@@ -972,10 +976,15 @@ class ParallelBatchProcessor(
                     "total_tokens": stats.total_tokens,
                     "cached_input_tokens": stats.cached_input_tokens,
                     "duration": time.perf_counter() - self._start_monotonic,
+                    "cancelled": cancelled,
                 },
             )
-        if self._result_queue is not None and not self._stream_ended:
-            await self._result_queue.put(_STOP)
+        queue = self._result_queue
+        if cancelled:
+            self._end_result_stream()  # never waits on a full buffer nobody reads
+        elif queue is not None and not self._stream_ended and not self._stop_sent:
+            await queue.put(_STOP)
+            self._stop_sent = True
         await self._events.drain()
         self._events.close()
 

@@ -89,32 +89,44 @@ class _Delivery:
             self.idle.clear()
 
     async def _run(self) -> None:
-        wake, idle, queue = self.wake, self.idle, self.queue
+        wake, idle, queue, on_event = self.wake, self.idle, self.queue, self.observer.on_event
         assert wake is not None and idle is not None
         while True:
             while queue:
                 event, payload = queue.popleft()
-                await self._deliver(event, payload)
+                # Step in place (this is the observer's own task): most finish at once.
+                try:
+                    coro = on_event(event, payload)
+                    first = coro.send(None)
+                except StopIteration:
+                    continue
+                except Exception:
+                    logger.exception(
+                        "observer %r failed on %s; skipped", self.observer, event.value
+                    )
+                    continue
+                await self._finish(event, coro, first)
             wake.clear()
             idle.set()
             await wake.wait()
 
-    async def _deliver(self, event: ProcessingEvent, payload: dict[str, Any]) -> None:
+    async def _finish(self, event: ProcessingEvent, coro: Any, first: Any) -> None:
+        """Carry on a delivery that awaited, within the observer timeout."""
         observer = self.observer
-        try:
-            coro = observer.on_event(event, payload)
-            first = coro.send(None)
-        except StopIteration:
-            return
-        except Exception:
-            logger.exception("observer %r failed on %s; skipped", observer, event.value)
-            return
         try:
             async with asyncio.timeout(self.timeout):
                 await ResumedCoroutine(coro, first)
         except TimeoutError:
+            # A hung observer must not hold the run: the events that queued behind it are
+            # skipped too, so each hang costs at most one timeout, however long the run.
+            skipped = len(self.queue)
+            self.queue.clear()
             logger.warning(
-                "observer %r took over %.1fs on %s; skipped", observer, self.timeout, event.value
+                "observer %r took over %.1fs on %s; skipped it and %d queued events",
+                observer,
+                self.timeout,
+                event.value,
+                skipped,
             )
         except Exception:
             logger.exception("observer %r failed on %s; skipped", observer, event.value)

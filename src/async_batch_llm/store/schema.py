@@ -1,0 +1,227 @@
+"""The store's schema, how a file is recognised as ours, and the migrations between versions.
+
+``PRAGMA user_version`` holds the schema version; the ``meta`` table holds the app marker
+that tells our files from any other SQLite database. A fresh file gets the current schema
+at once; an older one is upgraded step by step by :data:`MIGRATIONS`, each step in one
+transaction, so a failed upgrade leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from .errors import StoreError
+
+#: The ``meta`` row that marks a SQLite file as a run store.
+APP_ID = "async_batch_llm.run_store"
+#: The schema this code writes. Files from a newer version are refused, older ones migrated.
+SCHEMA_VERSION = 2
+
+RUN_STATUSES = ("pending", "running", "completed", "failed", "interrupted")
+ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "interrupted")
+ATTEMPT_OUTCOMES = ("ok", "retry", "rate_limited", "failed", "interrupted")
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+# Run totals follow the items through one trigger, so every writer (the flush, a retry by
+# hand, a migration) keeps them right without reading the run back. It fires only when an
+# item enters or leaves a final status or its tokens/cost change: not on pending -> running.
+_TOTALS_TRIGGER = """
+CREATE TRIGGER items_totals AFTER UPDATE OF status, input_tokens, output_tokens,
+    cached_tokens, cost ON items
+WHEN (old.status IS NOT new.status
+      AND (old.status IN ('succeeded', 'failed') OR new.status IN ('succeeded', 'failed')))
+  OR old.input_tokens != new.input_tokens OR old.output_tokens != new.output_tokens
+  OR old.cached_tokens != new.cached_tokens OR old.cost IS NOT new.cost
+BEGIN
+  UPDATE runs SET
+    succeeded = succeeded + (new.status = 'succeeded') - (old.status = 'succeeded'),
+    failed = failed + (new.status = 'failed') - (old.status = 'failed'),
+    input_tokens = input_tokens + new.input_tokens - old.input_tokens,
+    output_tokens = output_tokens + new.output_tokens - old.output_tokens,
+    cached_tokens = cached_tokens + new.cached_tokens - old.cached_tokens,
+    cost = CASE WHEN new.cost IS old.cost THEN cost
+                ELSE COALESCE(cost, 0) + COALESCE(new.cost, 0) - COALESCE(old.cost, 0) END
+  WHERE id = new.run_id;
+END;
+"""
+
+_ATTEMPTS_TABLE = """
+CREATE TABLE attempts (
+  run_id TEXT NOT NULL,
+  item_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,          -- 1, 2, ... over the item's whole life (resumes included)
+  started_at REAL,
+  ended_at REAL,
+  duration REAL,
+  outcome TEXT CHECK (outcome IN ('ok', 'retry', 'rate_limited', 'failed', 'interrupted')),
+  error TEXT,
+  error_category TEXT,
+  wait REAL,                         -- backoff before the next attempt / suggested cooldown
+  PRIMARY KEY (run_id, item_id, attempt)
+);
+CREATE INDEX attempts_open ON attempts (run_id) WHERE outcome IS NULL;
+"""
+
+#: The current schema, as a fresh file gets it.
+CREATE_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('app', '{APP_ID}'), ('schema_version', '{SCHEMA_VERSION}');
+CREATE TABLE runs (
+  id TEXT PRIMARY KEY,
+  name TEXT,
+  source TEXT,
+  settings TEXT NOT NULL DEFAULT '{{}}',
+  status TEXT NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'running', 'completed', 'failed', 'interrupted')),
+  created_at REAL NOT NULL,
+  started_at REAL,
+  finished_at REAL,
+  total INTEGER NOT NULL DEFAULT 0,
+  succeeded INTEGER NOT NULL DEFAULT 0,
+  failed INTEGER NOT NULL DEFAULT 0,
+  input_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0,
+  cached_tokens INTEGER NOT NULL DEFAULT 0,
+  cost REAL
+);
+CREATE TABLE items (
+  run_id TEXT NOT NULL,
+  item_id TEXT NOT NULL,
+  idx INTEGER NOT NULL,              -- input order
+  prompt TEXT NOT NULL,
+  context TEXT,                      -- JSON
+  status TEXT NOT NULL DEFAULT 'pending'
+    CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'interrupted')),
+  attempts INTEGER NOT NULL DEFAULT 0,     -- attempts over the item's whole life
+  attempt_base INTEGER NOT NULL DEFAULT 0, -- attempts before the current session
+  output TEXT,
+  output_json INTEGER NOT NULL DEFAULT 0,  -- 1: output is JSON of a non-string value
+  error TEXT,
+  error_category TEXT,
+  input_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0,
+  cached_tokens INTEGER NOT NULL DEFAULT 0,
+  cost REAL,
+  started_at REAL,
+  finished_at REAL,
+  duration REAL,
+  PRIMARY KEY (run_id, item_id)
+);
+CREATE INDEX items_status ON items (run_id, status);
+CREATE UNIQUE INDEX items_order ON items (run_id, idx);
+{_ATTEMPTS_TABLE}
+{_TOTALS_TRIGGER}
+"""
+
+# v1 -> v2: v1 had no cached tokens or cost, no attempt history and kept totals by hand.
+_MIGRATE_1_TO_2 = f"""
+ALTER TABLE runs ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN cost REAL;
+ALTER TABLE items ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN cost REAL;
+ALTER TABLE items ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE items ADD COLUMN output_json INTEGER NOT NULL DEFAULT 0;
+UPDATE items SET attempt_base = attempts;
+{_ATTEMPTS_TABLE}
+{_TOTALS_TRIGGER}
+UPDATE runs SET
+  total = (SELECT count(*) FROM items WHERE items.run_id = runs.id),
+  succeeded = (SELECT count(*) FROM items WHERE items.run_id = runs.id
+               AND status = 'succeeded'),
+  failed = (SELECT count(*) FROM items WHERE items.run_id = runs.id AND status = 'failed'),
+  input_tokens = (SELECT COALESCE(sum(input_tokens), 0) FROM items
+                  WHERE items.run_id = runs.id),
+  output_tokens = (SELECT COALESCE(sum(output_tokens), 0) FROM items
+                   WHERE items.run_id = runs.id);
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+#: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1``.
+MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2}
+
+
+def check_file(path: Path, *, readonly: bool) -> None:
+    """Refuse, before SQLite sees it, a path that cannot be a run store (with a clear reason)."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a run store file")
+    if not path.exists():
+        if readonly:
+            raise StoreError(f"no run store at {path}")
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot create run store {path}: no directory {path.parent}")
+        return
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if head and head != _SQLITE_HEADER:
+        kind = "a text file" if _is_text(head) else "not a SQLite database"
+        raise StoreError(f"{path} is {kind}, not a run store")
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(byte >= 32 or byte in b"\t\r\n" for byte in head)
+
+
+async def prepare(db: aiosqlite.Connection, path: Path, *, readonly: bool) -> None:
+    """Recognise ``path`` as ours, then create or migrate its schema (read-write only)."""
+    version = (await _one(db, "PRAGMA user_version"))[0]
+    tables = [row[0] for row in await db.execute_fetchall(_TABLES)]
+    if version == 0 and not tables:
+        if readonly:
+            raise StoreError(f"{path} is an empty database, not a run store")
+        await _script(db, CREATE_SCHEMA, SCHEMA_VERSION)
+        return
+    marker = None
+    if "meta" in tables:
+        row = await _one(db, "SELECT value FROM meta WHERE key = 'app'")
+        marker = row[0] if row else None
+    if marker != APP_ID:
+        listed = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{path} is a SQLite database but not a run store (tables: {listed or 'none'})"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer version (store schema v{version}; this version "
+            f"reads up to v{SCHEMA_VERSION}): upgrade async_batch_llm to open it"
+        )
+    if version < SCHEMA_VERSION:
+        if readonly:
+            raise StoreError(
+                f"{path} uses the older store schema v{version}: open it once read-write "
+                f"(any run or resume) to upgrade it to v{SCHEMA_VERSION}"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            if step not in MIGRATIONS:
+                raise StoreError(f"{path}: no migration from store schema v{step}")
+            await _script(db, MIGRATIONS[step], step + 1)
+
+
+_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+
+
+async def _one(db: aiosqlite.Connection, sql: str) -> sqlite3.Row | tuple[object, ...] | None:
+    async with db.execute(sql) as cursor:
+        return await cursor.fetchone()
+
+
+async def _script(db: aiosqlite.Connection, script: str, version: int) -> None:
+    """Run ``script`` and set ``user_version`` in one transaction (all or nothing)."""
+    try:
+        await db.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {int(version)};\nCOMMIT;"
+        )
+    except BaseException:
+        if db.in_transaction:
+            await db.rollback()
+        raise

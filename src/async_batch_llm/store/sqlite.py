@@ -1,0 +1,538 @@
+"""RunStore: one SQLite file (WAL) holding runs, their items and each item's attempts.
+
+All access goes through one aiosqlite connection (its own thread) and one asyncio lock, so
+a transaction is never interleaved with another statement of the same store. Writes are
+batched: ingest commits thousands of rows at a time and the run's writer
+(:meth:`RunStore.observer`) one transaction per flush. Other processes may open the same
+file with ``readonly=True`` while a run writes it: WAL lets them read committed data.
+
+Durability: ``synchronous=NORMAL`` in WAL mode loses nothing committed when the *process*
+is killed at any instant; only an OS crash or power cut can lose the last commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+import aiosqlite
+
+from .encode import from_json, new_run_id, strip_secrets, to_json
+from .errors import StoreError
+from .records import (
+    ATTEMPT_COLUMNS,
+    ITEM_COLUMNS,
+    RUN_COLUMNS,
+    ItemRecord,
+    PendingItem,
+    RunSummary,
+    attempt_from_row,
+    item_from_row,
+    run_from_row,
+)
+from .schema import ITEM_STATUSES, RUN_STATUSES, check_file, prepare
+from .writer import StoreObserver
+
+#: Rows per ingest transaction: large enough to amortise the commit, small enough for memory.
+INGEST_BATCH = 5_000
+#: Rows per page when streaming items out (resume, export).
+PAGE_SIZE = 1_000
+
+_NOT_DONE = ("pending", "running", "interrupted")
+
+_INSERT_ITEM = "INSERT INTO items (run_id, item_id, idx, prompt, context) VALUES (?, ?, ?, ?, ?)"
+_RESET_COLUMNS = (
+    "status = 'pending', attempt_base = attempts, output = NULL, output_json = 0, "
+    "error = NULL, error_category = NULL, finished_at = NULL, duration = NULL"
+)
+
+
+class RunStore:
+    """The run store of one file. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, readonly: bool) -> None:
+        self._db = db
+        self.path = path
+        self.readonly = readonly
+        self._lock = asyncio.Lock()
+        self._observers: set[StoreObserver] = set()
+        self._closed = False
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, readonly: bool = False, busy_timeout: float = 10.0
+    ) -> RunStore:
+        """Open (creating or migrating) the store at ``path``.
+
+        ``readonly=True`` opens an existing store for reading only (``mode=ro``), e.g. a
+        second process watching a run. A file that is not a run store, is corrupt, or comes
+        from a newer version raises :class:`StoreError` naming the file and the problem.
+        """
+        path = Path(path).expanduser()
+        check_file(path, readonly=readonly)
+        uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "?mode=rwc")
+        try:
+            db = await aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open run store {path}: {exc}") from None
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            if readonly:
+                await db.execute("PRAGMA query_only = 1")
+            else:
+                await db.execute("PRAGMA journal_mode = WAL")
+                await db.execute("PRAGMA synchronous = NORMAL")
+            await prepare(db, path, readonly=readonly)
+        except BaseException as exc:
+            await db.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(_database_error(path, exc)) from None
+            raise
+        return cls(db, path, readonly)
+
+    async def close(self) -> None:
+        """Close the writers opened on this store (committing what they hold), then the file."""
+        if self._closed:
+            return
+        try:
+            for observer in list(self._observers):
+                await observer.close()
+        finally:
+            self._closed = True
+            await self._db.close()
+
+    async def __aenter__(self) -> RunStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``), committed on success, else rolled back."""
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only")
+        db = self._db
+        async with self._lock:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await db.rollback()
+                raise
+            await db.commit()
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._lock:
+            return list(await self._db.execute_fetchall(sql, params))
+
+    async def _fetchone(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def _require_run(self, run_id: str) -> None:
+        if await self._fetchone("SELECT 1 FROM runs WHERE id = ?", (run_id,)) is None:
+            raise StoreError(f"no run {run_id!r} in {self.path}")
+
+    def _forget_observer(self, observer: StoreObserver) -> None:
+        self._observers.discard(observer)
+
+    # ------------------------------------------------------------------ runs
+
+    async def create_run(
+        self,
+        *,
+        name: str | None = None,
+        source: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Create a pending run and return its id (``r-YYYYMMDD-xxxxxx``).
+
+        ``settings`` are stored without anything that could be a credential (see
+        :func:`~async_batch_llm.store.encode.strip_secrets`).
+        """
+        clean = to_json(strip_secrets(dict(settings or {})))
+        for _ in range(20):
+            now = time.time()
+            run_id = new_run_id(now)
+            try:
+                async with self.transaction() as db:
+                    await db.execute(
+                        "INSERT INTO runs (id, name, source, settings, created_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (run_id, name, source, clean, now),
+                    )
+            except sqlite3.IntegrityError:
+                continue  # that id is taken: draw another
+            return run_id
+        raise StoreError(f"{self.path}: could not find a free run id")
+
+    async def set_run_status(self, run_id: str, status: str) -> None:
+        """Set a run's status; ``running`` stamps the start, a final status the finish."""
+        if status not in RUN_STATUSES:
+            raise StoreError(f"unknown run status {status!r} (one of {', '.join(RUN_STATUSES)})")
+        now = time.time()
+        if status == "running":
+            sql = (
+                "UPDATE runs SET status = ?, started_at = COALESCE(started_at, ?), "
+                "finished_at = NULL WHERE id = ?"
+            )
+            params: tuple[Any, ...] = (status, now, run_id)
+        elif status == "pending":
+            sql, params = "UPDATE runs SET status = ? WHERE id = ?", (status, run_id)
+        else:
+            sql = "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?"
+            params = (status, now, run_id)
+        async with self.transaction() as db:
+            cursor = await db.execute(sql, params)
+            if cursor.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+
+    async def delete_run(self, run_id: str) -> None:
+        """Remove a run with its items and attempts."""
+        async with self.transaction() as db:
+            await db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
+            await db.execute("DELETE FROM items WHERE run_id = ?", (run_id,))
+            cursor = await db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            if cursor.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+
+    async def list_runs(self) -> list[RunSummary]:
+        """Every run, newest first."""
+        rows = await self._fetchall(
+            f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, rowid DESC"
+        )
+        return [run_from_row(row) for row in rows]
+
+    async def get_run(self, run_ref: str) -> RunSummary:
+        """A run by id, or the newest with ``"latest"``; :class:`StoreError` if there is none."""
+        if run_ref == "latest":
+            row = await self._fetchone(
+                f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1"
+            )
+            if row is None:
+                raise StoreError(f"no runs in {self.path} yet")
+        else:
+            row = await self._fetchone(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_ref,))
+            if row is None:
+                raise StoreError(f"no run {run_ref!r} in {self.path}")
+        return run_from_row(row)
+
+    # ------------------------------------------------------------------ ingest
+
+    async def ingest(
+        self,
+        run_id: str,
+        items: Iterable[Any] | AsyncIterable[Any],
+        *,
+        batch_size: int = INGEST_BATCH,
+    ) -> int:
+        """Store ``items`` as pending, in input order, before anything is sent; return how many.
+
+        Items are objects with ``id`` (or ``item_id``), ``prompt`` and ``context``, mappings
+        with those keys, or ``(id, prompt[, context])`` tuples, from an iterable or async
+        iterable. They are streamed in transactions of ``batch_size`` rows, so memory stays
+        flat however many there are; each commit also adds its rows to the run's total.
+        """
+        await self._require_run(run_id)
+        row = await self._fetchone(
+            "SELECT COALESCE(MAX(idx), -1) + 1 FROM items WHERE run_id = ?", (run_id,)
+        )
+        start = idx = row[0]
+        rows: list[tuple[Any, ...]] = []
+        if isinstance(items, AsyncIterable):
+            async for item in items:
+                rows.append(_item_row(run_id, idx, item))
+                idx += 1
+                if len(rows) >= batch_size:
+                    await self._insert_items(run_id, rows, start)
+                    rows = []
+        else:
+            for item in items:
+                rows.append(_item_row(run_id, idx, item))
+                idx += 1
+                if len(rows) >= batch_size:
+                    await self._insert_items(run_id, rows, start)
+                    rows = []
+        if rows:
+            await self._insert_items(run_id, rows, start)
+        return idx - start
+
+    async def _insert_items(self, run_id: str, rows: list[tuple[Any, ...]], start: int) -> None:
+        try:
+            async with self.transaction() as db:
+                await db.executemany(_INSERT_ITEM, rows)
+                await db.execute(
+                    "UPDATE runs SET total = total + ? WHERE id = ?", (len(rows), run_id)
+                )
+        except sqlite3.IntegrityError:
+            duplicate = await self._find_duplicate(run_id, rows)
+            stored = rows[0][2] - start
+            raise StoreError(
+                f"duplicate item id {duplicate!r} in run {run_id} (the first {stored} items "
+                f"are stored; item ids must be unique within a run)"
+            ) from None
+
+    async def _find_duplicate(self, run_id: str, rows: list[tuple[Any, ...]]) -> str:
+        seen: set[str] = set()
+        for row in rows:
+            if row[1] in seen:
+                return str(row[1])
+            seen.add(row[1])
+        for row in rows:
+            if await self._fetchone(
+                "SELECT 1 FROM items WHERE run_id = ? AND item_id = ?", (run_id, row[1])
+            ):
+                return str(row[1])
+        return "?"
+
+    # ------------------------------------------------------------------ the writer
+
+    def observer(
+        self, run_id: str, *, flush_interval: float = 0.05, flush_rows: int = 5_000
+    ) -> StoreObserver:
+        """The observer that records ``run_id``'s events; close it when the processor is done.
+
+        Its ``on_event`` never awaits; a writer task commits every ``flush_interval``
+        seconds (or once ``flush_rows`` events wait), one transaction per flush.
+        """
+        if self.readonly:
+            raise StoreError(f"{self.path} is open read-only: it cannot record a run")
+        observer = StoreObserver(self, run_id, flush_interval=flush_interval, flush_rows=flush_rows)
+        self._observers.add(observer)
+        return observer
+
+    async def _flush_observers(self, run_id: str) -> None:
+        for observer in list(self._observers):
+            if observer.run_id == run_id:
+                await observer.flush()
+
+    # ------------------------------------------------------------------ resume and retry
+
+    async def pending_items(
+        self, run_id: str, *, include_failed: bool = False, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[PendingItem]:
+        """Items not done yet (failed too with ``include_failed``), in input order.
+
+        Streams pages by keyset on ``idx``, so a million items never sit in memory; items
+        whose result is committed meanwhile are skipped by the pages still to come.
+        """
+        await self._require_run(run_id)
+        statuses = _NOT_DONE + (("failed",) if include_failed else ())
+        marks = ", ".join("?" * len(statuses))
+        sql = (
+            "SELECT item_id, idx, prompt, context, status, attempts FROM items "
+            f"INDEXED BY items_order WHERE run_id = ? AND idx > ? AND status IN ({marks}) "
+            "ORDER BY idx LIMIT ?"
+        )
+        last = -1
+        while True:
+            rows = await self._fetchall(sql, (run_id, last, *statuses, page_size))
+            for item_id, idx, prompt, context, status, attempts in rows:
+                yield PendingItem(item_id, idx, prompt, from_json(context), status, attempts)
+            if len(rows) < page_size:
+                return
+            last = rows[-1][1]
+
+    async def mark_interrupted(self, run_id: str) -> int:
+        """After a stop or a crash: items left running become interrupted (their open
+        attempts too) and the run is interrupted. Returns how many items were running."""
+        await self._flush_observers(run_id)
+        now = time.time()
+        async with self.transaction() as db:
+            await db.execute(
+                "UPDATE attempts SET outcome = 'interrupted' WHERE run_id = ? AND outcome IS NULL",
+                (run_id,),
+            )
+            cursor = await db.execute(
+                "UPDATE items SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                (run_id,),
+            )
+            count = cursor.rowcount
+            cursor = await db.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE id = ?",
+                (now, run_id),
+            )
+            if cursor.rowcount == 0:
+                raise StoreError(f"no run {run_id!r} in {self.path}")
+        return count
+
+    async def reset_for_retry(self, run_id: str, item_ids: Sequence[str] | None = None) -> int:
+        """Set failed items (these ids, or all failed with None) back to pending for another go.
+
+        Their attempt history stays: the next session's attempts are numbered after it
+        (``attempts`` keeps counting; tokens and cost keep adding up). Items given by id
+        may also be interrupted ones; others are left alone. Returns how many were reset;
+        the run's totals follow, and a finished run with work again becomes interrupted.
+        """
+        await self._flush_observers(run_id)
+        async with self.transaction() as db:
+            if item_ids is None:
+                cursor = await db.execute(
+                    f"UPDATE items SET {_RESET_COLUMNS} WHERE run_id = ? AND status = 'failed'",
+                    (run_id,),
+                )
+            else:
+                cursor = await db.executemany(
+                    f"UPDATE items SET {_RESET_COLUMNS} WHERE run_id = ? AND item_id = ? "
+                    "AND status IN ('failed', 'interrupted')",
+                    [(run_id, item_id) for item_id in item_ids],
+                )
+            count = max(cursor.rowcount, 0)
+            if count:
+                await db.execute(
+                    "UPDATE runs SET status = 'interrupted' WHERE id = ? "
+                    "AND status IN ('completed', 'failed')",
+                    (run_id,),
+                )
+        return count
+
+    # ------------------------------------------------------------------ reads
+
+    async def items(
+        self,
+        run_id: str,
+        status: str | Sequence[str] | None = None,
+        search: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[ItemRecord]:
+        """A page of items in input order, filtered by status(es) and a text search.
+
+        ``search`` matches a substring of the id, prompt, output or error (case-insensitive
+        for ASCII).
+        """
+        where = ["run_id = ?"]
+        params: list[Any] = [run_id]
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        if search:
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            pattern += "%"
+            where.append(
+                "(item_id LIKE ? ESCAPE '\\' OR prompt LIKE ? ESCAPE '\\' "
+                "OR output LIKE ? ESCAPE '\\' OR error LIKE ? ESCAPE '\\')"
+            )
+            params.extend([pattern] * 4)
+        params.extend([-1 if limit is None else limit, offset])
+        rows = await self._fetchall(
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE {' AND '.join(where)} "
+            "ORDER BY idx LIMIT ? OFFSET ?",
+            params,
+        )
+        return [item_from_row(row) for row in rows]
+
+    async def item(self, run_id: str, item_id: str) -> ItemRecord | None:
+        """One item with its attempt history (``history``), or None if the run has no such item."""
+        row = await self._fetchone(
+            f"SELECT {ITEM_COLUMNS} FROM items WHERE run_id = ? AND item_id = ?",
+            (run_id, item_id),
+        )
+        if row is None:
+            return None
+        attempts = await self._fetchall(
+            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? AND item_id = ? "
+            "ORDER BY attempt",
+            (run_id, item_id),
+        )
+        return item_from_row(row, tuple(attempt_from_row(a) for a in attempts))
+
+    async def counts(self, run_id: str) -> dict[str, int]:
+        """Items per status (every status present, zeros included) and ``total``."""
+        rows = await self._fetchall(
+            "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status", (run_id,)
+        )
+        counts = dict.fromkeys(ITEM_STATUSES, 0)
+        counts.update({status: number for status, number in rows})
+        counts["total"] = sum(number for _, number in rows)
+        return counts
+
+    async def failed_items(self, run_id: str, limit: int | None = 100) -> list[ItemRecord]:
+        """Failed items in input order (all of them with ``limit=None``)."""
+        return await self.items(run_id, status="failed", limit=limit)
+
+    async def iter_items(
+        self, run_id: str, *, page_size: int = PAGE_SIZE
+    ) -> AsyncIterator[ItemRecord]:
+        """Every item of a run in input order, streamed in pages (keyset on ``idx``)."""
+        sql = f"SELECT {ITEM_COLUMNS} FROM items WHERE run_id = ? AND idx > ? ORDER BY idx LIMIT ?"
+        last = -1
+        while True:
+            rows = await self._fetchall(sql, (run_id, last, page_size))
+            for row in rows:
+                yield item_from_row(row)
+            if len(rows) < page_size:
+                return
+            last = rows[-1][2]
+
+    async def export(self, run_id: str, fmt: str, out: TextIO) -> int:
+        """Write the run's items to ``out`` as ``jsonl`` or ``csv``, one per item in input
+        order (streamed); returns how many."""
+        from .export import export_items
+
+        await self._require_run(run_id)
+        return await export_items(self.iter_items(run_id), fmt, out)
+
+    async def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"`` for a sound file."""
+        rows = await self._fetchall("PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows)
+
+
+def _item_row(run_id: str, idx: int, item: Any) -> tuple[Any, ...]:
+    """The insert row of one input item (duck-typed: object, mapping or tuple)."""
+    if isinstance(item, tuple | list):
+        item_id = item[0]
+        prompt = item[1] if len(item) > 1 else ""
+        context = item[2] if len(item) > 2 else None
+    elif isinstance(item, Mapping):
+        item_id = item.get("id", item.get("item_id"))
+        prompt = item.get("prompt", "")
+        context = item.get("context")
+    else:
+        item_id = getattr(item, "id", None)
+        if item_id is None:
+            item_id = getattr(item, "item_id", None)
+        prompt = getattr(item, "prompt", "")
+        context = getattr(item, "context", None)
+    if type(item_id) is not str:
+        if isinstance(item_id, int) and not isinstance(item_id, bool):
+            item_id = str(item_id)
+        else:
+            raise StoreError(f"item #{idx + 1}: the id must be a string, got {item_id!r}")
+    if not item_id.strip():
+        raise StoreError(f"item #{idx + 1}: the id is empty")
+    if type(prompt) is not str:
+        if prompt is None:
+            prompt = ""
+        else:
+            raise StoreError(
+                f"item {item_id!r}: the prompt must be a string, got {type(prompt).__name__}"
+            )
+    return (run_id, item_id, idx, prompt, None if context is None else to_json(context))
+
+
+def _database_error(path: Path, exc: sqlite3.DatabaseError) -> str:
+    message = str(exc)
+    if "not a database" in message or "malformed" in message or "corrupt" in message:
+        return f"{path} is corrupt or not a run store ({message})"
+    if "locked" in message or "busy" in message:
+        return f"{path} is locked by another process ({message})"
+    return f"cannot open run store {path}: {message}"
