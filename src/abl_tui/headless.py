@@ -38,7 +38,7 @@ def run_headless(runner: Runner, console: Console | None = None) -> RunState:
                 state.apply_all(runner.buffer.drain())
                 if time.monotonic() - last_line >= PLAIN_LINE_SECONDS:
                     last_line = time.monotonic()
-                    console.print(status_line(state, time.time()), highlight=False)
+                    console.print(status_line(state, time.time()), highlight=False, soft_wrap=True)
     except KeyboardInterrupt:
         console.print("interrupting: recording items under way, the run stays resumable…")
         runner.cancel()

@@ -445,7 +445,7 @@ class ParallelBatchProcessor(
         started = time.perf_counter()
         emit = self._emit
         strategy = item.strategy
-        if id(strategy) not in self._prepared:
+        if id(strategy) not in self._prepared and not cfg.dry_run:  # a dry run calls nothing
             error = await self._prepare(strategy)
             if error is not None:
                 return await self._fail(
