@@ -112,6 +112,7 @@ class Runner:
         self._paused = False
         self._workers: int | None = None
         self._main_task: asyncio.Task[None] | None = None
+        self._preload: asyncio.Future[Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,8 +148,12 @@ class Runner:
         self._main_task = asyncio.current_task()
         self._retry_requests = asyncio.Queue()
         try:
+            if self.settings is not None:
+                self._preload_provider(self.settings)
             self._store = await RunStore.open(self.plan.db_path)
             await self._open_run()
+            if self.plan.settings is None and self.settings is not None:
+                self._preload_provider(self.settings)
             self.ready.set()
             await self._run_rounds()
         except asyncio.CancelledError:
@@ -161,6 +166,14 @@ class Runner:
             self.outcome.error = f"{type(exc).__name__}: {exc}"
         finally:
             await self._close()
+
+    def _preload_provider(self, settings: RunSettings) -> None:
+        """Import litellm in a thread while the batch is ingested (it takes seconds)."""
+        if settings.dry_run or self._preload is not None:
+            return
+        from async_batch_llm.providers._litellm_import import load_litellm
+
+        self._preload = asyncio.get_running_loop().run_in_executor(None, load_litellm)
 
     async def _open_run(self) -> None:
         store, plan = self._store, self.plan
