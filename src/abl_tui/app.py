@@ -82,7 +82,9 @@ class DashboardApp(App[None]):
         for loaded_theme in loaded.themes:
             self.register_theme(loaded_theme)
         self._theme_problems = loaded.problems
-        self._initial_theme = theme or DEFAULT_THEME
+        initial_theme = theme or DEFAULT_THEME
+        if initial_theme in self.available_themes:
+            self.theme = initial_theme  # before mount: the CSS is computed once, not twice
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,8 +93,6 @@ class DashboardApp(App[None]):
         return dict(STATUS_VARIABLES)
 
     def on_mount(self) -> None:
-        if self._initial_theme in self.available_themes:
-            self.theme = self._initial_theme
         for path, problem in self._theme_problems:
             self.notify(problem, title=f"Theme {path.name} skipped", severity="warning")
         self.push_screen(self.main)

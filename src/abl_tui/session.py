@@ -175,8 +175,11 @@ class Dashboard:
             if name == "batch_started":
                 self.round_active = True
             elif name == "batch_completed":
+                # RunState leaves status and the end time to its owner: a round's end is
+                # the run's end until the user sends items again.
                 self.round_active = False
                 state.status = "failed" if state.failed else "completed"
+                state.finished_at = at
         return number
 
     @property

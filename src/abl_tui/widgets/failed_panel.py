@@ -95,11 +95,11 @@ class FailedPanel(Vertical):
         """The table inside the panel."""
         return self._table
 
-    def show(self, dashboard: Dashboard) -> None:
+    def show(self, dashboard: Dashboard, *, reorder: bool = False) -> None:
         """Bring the table in step with the dashboard under the current filter and search."""
         self._dashboard = dashboard
         rows = failed_rows(dashboard, self.status_filter, self.search_text)
-        self.table.sync(rows)
+        self.table.sync(rows, reorder=reorder)
         state = dashboard.state
         title = f"Failed {state.failed:,}"
         if dashboard.retries.items:
@@ -152,7 +152,7 @@ class FailedPanel(Vertical):
 
     def _resync(self) -> None:
         if self._dashboard is not None:
-            self.show(self._dashboard)
+            self.show(self._dashboard, reorder=True)
 
     @on(Button.Pressed, ".filter")
     def _filter_pressed(self, event: Button.Pressed) -> None:

@@ -51,10 +51,9 @@ class FailedTable(DataTable[Text]):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._rows: dict[str, FailedRow] = {}
         self._order: list[str] = []
-        self._message_width = 20
+        self._message_width = 0  # set by the first resize, which adds the columns
 
     def on_mount(self) -> None:
-        self._add_columns()
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._rebuild())
 
     # ------------------------------------------------------------------ reading
@@ -79,12 +78,21 @@ class FailedTable(DataTable[Text]):
 
     # ------------------------------------------------------------------ diffing
 
-    def sync(self, rows: list[FailedRow]) -> None:
-        """Make the table show ``rows`` (by item id), touching only what changed."""
+    def sync(self, rows: list[FailedRow], *, reorder: bool = False) -> None:
+        """Make the table show ``rows`` (by item id), touching only what changed.
+
+        Live updates keep existing rows where they are and add new ones at the end;
+        ``reorder`` (a new filter or search) lays the rows out in the given order.
+        """
         wanted = {row.item_id: row for row in rows}
+        if not self.columns:  # not sized yet: the first resize lays the rows out
+            self._rows, self._order = wanted, list(wanted)
+            return
         highlighted = self.highlighted_key
         gone = [key for key in self._order if key not in wanted]
-        if len(gone) > REBUILD_THRESHOLD:
+        if reorder and self._order != [row.item_id for row in rows]:
+            gone = self._order  # force the rebuild below
+        if len(gone) > REBUILD_THRESHOLD or (reorder and gone):
             self._rows = wanted
             self._order = list(wanted)
             self._rebuild(highlighted)
@@ -146,8 +154,14 @@ class FailedTable(DataTable[Text]):
         padding = 2 * self.cell_padding * (len(_FIXED_COLUMNS) + 2)
         width = max(event.size.width - fixed - padding - self.scrollbar_size_vertical, 10)
         if width != self._message_width:
+            first = self._message_width == 0
             self._message_width = width
-            self._rebuild()
+            if first and not self.columns:
+                self._add_columns()
+                for key in self._order:
+                    self.add_row(*self._cells(self._rows[key]), key=key)
+            else:
+                self._rebuild()
 
     def _state_cell(self, state: str) -> Text:
         variable = STATE_VARIABLES.get(state)
