@@ -9,6 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, Static
+
+from abl_tui.app import DashboardApp
+from abl_tui.screens import ConfirmScreen, ItemDetailScreen, MainScreen, RunsScreen
+from abl_tui.widgets import FailedTable
 from test_app_fakes import (
     FAILURES,
     RUN_ID,
@@ -18,12 +24,6 @@ from test_app_fakes import (
     finished_script,
     frozen_clock,
 )
-from textual.pilot import Pilot
-from textual.widgets import Button, Input, Static
-
-from abl_tui.app import DashboardApp
-from abl_tui.screens import ConfirmScreen, ItemDetailScreen, MainScreen, RunsScreen
-from abl_tui.widgets import FailedTable
 
 FAILED_IDS = [failure[0] for failure in FAILURES]
 
