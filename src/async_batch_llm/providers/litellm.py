@@ -122,15 +122,16 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         return f"{type(self).__name__}({', '.join(parts)})"
 
     async def prepare(self) -> None:
-        """Import litellm (off the event loop: it takes seconds) and start a simulator if asked."""
+        """Import and warm up litellm off the event loop (it takes seconds); start a simulator."""
         if self._litellm is not None:
             return
         if self._profile is not None:
             simulator = await asyncio.to_thread(shared_simulator, self._profile)
             self.api_base = simulator.base_url
-        self._litellm = _litellm_import.loaded() or await asyncio.to_thread(
-            _litellm_import.load_litellm
-        )
+        litellm = _litellm_import.loaded() or await asyncio.to_thread(_litellm_import.load_litellm)
+        if not _litellm_import.warmed():
+            await asyncio.to_thread(_litellm_import.warm_up, self._call_model)
+        self._litellm = litellm
 
     async def execute(
         self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
