@@ -408,11 +408,6 @@ def test_construction_classifier_and_dry_run_do_not_import_litellm() -> None:
     assert not _imports_litellm(body)
 
 
-@pytest.mark.xfail(
-    reason="ParallelBatchProcessor calls strategy.prepare() in dry_run mode too, and "
-    "LiteLLMStrategy.prepare() imports litellm (so an attempt's timeout never pays for it)",
-    strict=False,
-)
 async def test_processor_dry_run_does_not_load_litellm(monkeypatch: pytest.MonkeyPatch) -> None:
     loads: list[str] = []
     monkeypatch.setattr(_litellm_import, "loaded", lambda: None)
@@ -420,3 +415,35 @@ async def test_processor_dry_run_does_not_load_litellm(monkeypatch: pytest.Monke
     result, _ = await run(LiteLLMStrategy("openai/gpt-4o-mini"), ["hello"], dry_run=True)
     assert result.succeeded == 1
     assert loads == []
+
+
+def test_warm_up_makes_one_offline_mock_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(_litellm_import, "_warmed", False)
+    monkeypatch.setattr(litellm, "completion", lambda **kw: calls.append(kw))
+    _litellm_import.warm_up("openai/gpt-4o-mini")
+    _litellm_import.warm_up("openai/gpt-4o-mini")
+    assert len(calls) == 1
+    assert calls[0]["mock_response"] == "ok"  # no HTTP
+
+
+def test_warm_up_is_skipped_when_callbacks_would_log_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(_litellm_import, "_warmed", False)
+    monkeypatch.setattr(litellm, "completion", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(litellm, "success_callback", ["some-logger"])
+    _litellm_import.warm_up("openai/gpt-4o-mini")
+    assert calls == []
+    assert _litellm_import.warmed()
+
+
+def test_simulator_seed_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from async_batch_llm.providers._simulated import SEED_ENV, simulator_seed
+
+    monkeypatch.delenv(SEED_ENV, raising=False)
+    assert simulator_seed() == 0
+    monkeypatch.setenv(SEED_ENV, "42")
+    assert simulator_seed() == 42
+    monkeypatch.setenv(SEED_ENV, "forty-two")
+    with pytest.raises(ValueError, match=SEED_ENV):
+        simulator_seed()
