@@ -149,6 +149,7 @@ class DashboardApp(App[None]):
             self.dashboard.state.failed > 0,
             self.dashboard.state.paused,
             self.can_retry_selected(),
+            self.main.failed.table.row_count > 0,
         )
         if key != self._bindings_key:
             self._bindings_key = key

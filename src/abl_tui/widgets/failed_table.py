@@ -53,6 +53,12 @@ class FailedTable(DataTable[Text]):
         self._order: list[str] = []
         self._message_width = 0  # set by the first resize, which adds the columns
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Offer "Detail" only when there is a row to open."""
+        if action == "select_cursor":
+            return self.row_count > 0
+        return super().check_action(action, parameters)
+
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self._rebuild())
 

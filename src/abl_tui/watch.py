@@ -1,0 +1,198 @@
+"""Watch mode: the dashboard, read-only, following a run another process writes.
+
+The app polls the store (opened read-only) every half second from a worker in its own
+loop (aiosqlite does the reading in its thread) and folds each snapshot into the same
+model the live dashboard uses: counts, totals and failed items from the run, workers
+from the items under way, and rates from what changed between two polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .app import DashboardApp
+from .session import Dashboard
+from .state import MAX_FAILED_ROWS, WorkerState
+
+#: Seconds between two reads of the store.
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class Snapshot:
+    """What one poll read: the run summary, its failed items and the items under way."""
+
+    run: Any
+    failed: list[Any] = field(default_factory=list)
+    running: list[Any] = field(default_factory=list)
+
+
+class RunSource(Protocol):
+    """Where watch mode reads a run from (the store, or a fixed source in tests)."""
+
+    async def open(self) -> str:
+        """Open the source; returns the run id it follows."""
+        ...
+
+    async def snapshot(self) -> Snapshot:
+        """Read the run as it is now."""
+        ...
+
+    async def item(self, item_id: str) -> Any:
+        """One item with its attempt history, or None."""
+        ...
+
+    async def runs(self) -> list[Any]:
+        """Every run in the store."""
+        ...
+
+    async def close(self) -> None:
+        """Release the source."""
+        ...
+
+
+class StoreSource:
+    """Reads a run from a store file opened read-only."""
+
+    def __init__(self, db_path: Path, run_ref: str) -> None:
+        self.db_path = Path(db_path)
+        self.run_ref = run_ref
+        self._store: Any = None
+        self._run_id = ""
+
+    async def open(self) -> str:
+        from async_batch_llm.store import RunStore
+
+        self._store = await RunStore.open(self.db_path, readonly=True)
+        run = await self._store.get_run(self.run_ref)
+        self._run_id = run.id
+        return run.id
+
+    async def snapshot(self) -> Snapshot:
+        store, run_id = self._store, self._run_id
+        run = await store.get_run(run_id)
+        failed = await store.failed_items(run_id, limit=MAX_FAILED_ROWS) if run.failed else []
+        running = await store.items(run_id, status="running", limit=None)
+        return Snapshot(run, failed, running)
+
+    async def item(self, item_id: str) -> Any:
+        return await self._store.item(self._run_id, item_id)
+
+    async def runs(self) -> list[Any]:
+        return list(await self._store.list_runs())
+
+    async def close(self) -> None:
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+
+def _initial(run: Any, failed: list[Any]) -> dict[str, Any]:
+    """A stored run as :meth:`RunState.load` takes it (what the runner builds on start)."""
+    settings = getattr(run, "settings", None) or {}
+    return {
+        "run_id": run.id,
+        "name": run.name,
+        "model": settings.get("model", ""),
+        "rpm": settings.get("rpm"),
+        "tpm": settings.get("tpm"),
+        "total": run.total,
+        "succeeded": run.succeeded,
+        "failed": run.failed,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cached_tokens": run.cached_tokens,
+        "cost": run.cost,
+        "failed_items": [
+            (item.item_id, item.error_category or "unknown", item.error or "", item.attempts)
+            for item in failed
+        ],
+    }
+
+
+def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None:
+    """Fold one poll into the dashboard: totals, failed items, workers, status and rates."""
+    state = dashboard.state
+    before_done = state.done if dashboard.seeded else None
+    before_tokens = state.totals.input_tokens + state.totals.output_tokens
+    already_done = state.already_done
+    run = snapshot.run
+    state.load(_initial(run, snapshot.failed))
+    if before_done is None:
+        dashboard.seeded = True
+    else:
+        state.already_done = already_done  # projections use what this session saw finish
+        finished = state.done - before_done
+        tokens = state.totals.input_tokens + state.totals.output_tokens - before_tokens
+        if finished > 0:
+            state.completions.add(now, finished)
+        if tokens > 0:
+            state.tokens.add(now, tokens)
+    state.workers = {
+        index: WorkerState(index, item.item_id, item.attempts or 1, item.started_at or now)
+        for index, item in enumerate(
+            sorted(snapshot.running, key=lambda item: item.started_at or now)
+        )
+    }
+    state.status = run.status
+    state.started_at = run.started_at
+    state.finished_at = None if run.status == "running" else run.finished_at
+    dashboard.round_active = run.status == "running"
+
+
+class WatchApp(DashboardApp):
+    """The dashboard with no runner: read-only, fed by polling a :class:`RunSource`."""
+
+    def __init__(
+        self,
+        source: RunSource,
+        *,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = POLL_SECONDS,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(None, clock=clock, read_only=True, **kwargs)
+        self.source = source
+        self.poll_seconds = poll_seconds
+        self.polls = 0
+
+    def on_mount(self) -> None:
+        # Textual runs DashboardApp.on_mount as well (handlers run for every class in the MRO).
+        self.run_worker(self._follow(), exclusive=True, group="watch")
+
+    async def _follow(self) -> None:
+        """Open the source, then read and show a snapshot every ``poll_seconds``."""
+        try:
+            await self.source.open()
+        except Exception as exc:  # no such file or run, not a store: say so and leave
+            self.exit(return_code=2, message=f"abl-tui: error: {exc}")
+            return
+        try:
+            while True:
+                snapshot = await self.source.snapshot()
+                apply_snapshot(self.dashboard, snapshot, self.clock())
+                self.polls += 1
+                self.redraw()
+                await asyncio.sleep(self.poll_seconds)
+        finally:
+            await self.source.close()
+
+    async def load_item(self, item_id: str) -> Any:
+        """An item's stored record, read from the watched store."""
+        return await self.source.item(item_id)
+
+    async def load_runs(self) -> list[Any]:
+        """Every run in the watched store."""
+        return await self.source.runs()
+
+
+def run_watch(db_path: Path, run_ref: str) -> int:
+    """Follow a run another process writes, until the user quits; returns the exit status."""
+    app = WatchApp(StoreSource(Path(db_path), run_ref))
+    app.run()
+    return app.return_code or 0
