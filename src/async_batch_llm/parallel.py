@@ -1006,6 +1006,8 @@ class ParallelBatchProcessor(
         assert gate is not None
         gate.clear()
         self._cooldown_until = now + duration
+        if self._pacer is not None:
+            self._pacer.defer_until(now + duration)
         self._slow_start_count = -1
         self._cooldown_handle = asyncio.get_running_loop().call_later(
             duration, self._end_cooldown, duration

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import time
 
+#: Pacing aims this far under a limit: at exactly the limit, request k and k+N land one
+#: window apart and ordinary jitter decides whether the provider's window counts N+1.
+SAFETY_MARGIN = 0.015
+
 
 class RequestPacer:
-    """Spaces request starts ``60 / rpm`` seconds apart, so a sliding minute never overflows."""
+    """Spaces request starts evenly (just under ``rpm``), so a sliding minute never overflows."""
 
     def __init__(self, requests_per_minute: float) -> None:
-        self.interval = 60.0 / requests_per_minute
+        self.interval = 60.0 / (requests_per_minute * (1.0 - SAFETY_MARGIN))
         self._next_slot = 0.0
+
+    def defer_until(self, when: float) -> None:
+        """Book nothing before ``when`` (monotonic): no burst of saved-up slots after a pause."""
+        self._next_slot = max(self._next_slot, when)
 
     def reserve(self) -> float:
         """Book the next free slot; return how long the caller must wait for it."""
@@ -29,8 +37,12 @@ class TokenPacer:
     """
 
     def __init__(self, tokens_per_minute: float) -> None:
-        self.rate = tokens_per_minute / 60.0
+        self.rate = tokens_per_minute * (1.0 - SAFETY_MARGIN) / 60.0
         self._next_free = 0.0
+
+    def defer_until(self, when: float) -> None:
+        """Book nothing before ``when`` (monotonic)."""
+        self._next_free = max(self._next_free, when)
 
     def reserve(self, tokens: int) -> float:
         """Book ``tokens``; return how long the caller must wait before sending."""
@@ -60,6 +72,13 @@ class Pacer:
             wait = max(wait, self.requests.reserve())
         if wait > 0:
             await asyncio.sleep(wait)
+
+    def defer_until(self, when: float) -> None:
+        """After a cooldown, start spending both budgets afresh from ``when`` (monotonic)."""
+        if self.requests is not None:
+            self.requests.defer_until(when)
+        if self.tokens is not None:
+            self.tokens.defer_until(when)
 
     def settle(self, estimated_tokens: int, actual_tokens: int) -> None:
         """Tell the token budget what the call really used."""

@@ -196,8 +196,13 @@ def _classify_status(status: int) -> ErrorInfo:
 
 
 def _is_validation_error(exception: BaseException) -> bool:
-    """pydantic's ValidationError (checked by name: pydantic stays optional here)."""
-    for cls in type(exception).__mro__:
-        if cls.__name__ == "ValidationError" and cls.__module__.startswith("pydantic"):
-            return True
+    """pydantic's ValidationError, raised or wrapped (checked by name: pydantic stays optional)."""
+    current: BaseException | None = exception
+    for _ in range(3):  # the error itself, or a wrapper such as TokenTrackingError around it
+        if current is None:
+            return False
+        for cls in type(current).__mro__:
+            if cls.__name__ == "ValidationError" and cls.__module__.startswith("pydantic"):
+                return True
+        current = current.__cause__
     return False
