@@ -248,6 +248,33 @@ async def test_invalid_reply_is_retried_with_its_tokens_billed(sim: ProviderSimu
     assert [r["wait"] for r in recorder.of(ProcessingEvent.ITEM_RETRY)] == [0.0, 0.0]
 
 
+SCHEMA = {
+    "type": "object",
+    "properties": {"category": {"type": "string", "enum": ["a", "b"]}, "score": {"type": "number"}},
+    "required": ["category", "score"],
+}
+
+
+async def test_response_schema_returns_json_that_fits(sim: ProviderSimulator) -> None:
+    result, _ = await run(strategy_for(sim, response_schema=SCHEMA), ["schema"])
+    output = by_id(result)["schema"].output
+    assert output["category"] in ("a", "b") and isinstance(output["score"], int | float)
+
+
+async def test_reply_outside_the_schema_is_retried_and_billed(sim: ProviderSimulator) -> None:
+    prompt = 'off schema [[sim:reply={"category": "zzz", "score": 1}]]'
+    result, _ = await run(strategy_for(sim, response_schema=SCHEMA), [prompt])
+    failed = by_id(result)[prompt]
+    assert not failed.success and failed.error_category == "validation_error"
+    assert failed.attempts == 3 and "'zzz' is not one of" in (failed.error or "")
+    assert failed.token_usage["input_tokens"] == sim.totals()["prompt_tokens"]
+
+
+def test_response_schema_and_response_model_are_exclusive() -> None:
+    with pytest.raises(ValueError, match="one of response_model, response_schema"):
+        LiteLLMStrategy("openai/x", response_model=Answer, response_schema=SCHEMA)
+
+
 class DropReplyOnRetry(BaseMiddleware[Any, Any, Any]):
     """Sends the prompt with its ``reply=`` directive on the first attempt only."""
 

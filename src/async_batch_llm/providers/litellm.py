@@ -80,6 +80,7 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         api_key: str | None = None,
         system_prompt: str | None = None,
         response_model: type[pydantic.BaseModel] | None = None,
+        response_schema: dict[str, Any] | None = None,
         **completion_kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
@@ -93,12 +94,17 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         for name, why in _RESERVED_KWARGS.items():
             if name in completion_kwargs:
                 raise ValueError(f"LiteLLMStrategy does not take {name}=: {why}")
-        if response_model is not None and "response_format" in completion_kwargs:
-            raise ValueError("give response_model or response_format, not both")
+        if (response_model is not None) + (response_schema is not None) + (
+            "response_format" in completion_kwargs
+        ) > 1:
+            raise ValueError("give one of response_model, response_schema or response_format")
+        if response_schema is not None:
+            completion_kwargs["response_format"] = _json_schema_format(response_schema)
         self.model = model
         self.api_base = api_base
         self.system_prompt = system_prompt
         self.response_model = response_model
+        self.response_schema = response_schema
         self.completion_kwargs = completion_kwargs
         self._api_key = _Secret(api_key) if api_key else None
         self._profile = simulated_profile(model)
@@ -162,6 +168,8 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         cost = self._cost(litellm, response)
         metadata = {"cost": cost, "model": self.model, "response_id": getattr(response, "id", None)}
         text = _content(response)
+        if self.response_schema is not None:
+            return _validated_json(text, self.response_schema, usage, cost), usage, metadata
         if self.response_model is None:
             return text, usage, metadata
         try:
@@ -279,3 +287,32 @@ def _redact(exc: BaseException, secret: str | None) -> None:
         if isinstance(value, str):
             with contextlib.suppress(AttributeError):
                 setattr(exc, name, value.replace(secret, "***"))
+
+
+def _json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI-style ``response_format`` asking for JSON that fits ``schema``."""
+    if not isinstance(schema, dict):
+        raise ValueError(f"response_schema must be a JSON schema object, got {schema!r}")
+    name = str(schema.get("title") or "output").replace(" ", "_")[:64]
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def _validated_json(text: str, schema: dict[str, Any], usage: Any, cost: float | None) -> Any:
+    """The reply parsed as JSON and checked against ``schema`` (jsonschema, litellm's own
+    dependency); a reply that does not fit is a retryable, billed validation failure."""
+    import json
+
+    import jsonschema
+
+    try:
+        value = json.loads(text)
+        jsonschema.validate(value, schema)
+    except (ValueError, jsonschema.ValidationError) as exc:
+        billed: dict[str, Any] = dict(usage)
+        if cost is not None:
+            billed["cost"] = cost
+        reason = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
+        raise StructuredOutputError(
+            f"the reply does not fit response_schema: {reason}", token_usage=billed
+        ) from exc
+    return value
