@@ -141,7 +141,10 @@ class ItemDetailScreen(Screen[None]):
         table.add_column("outcome", key="outcome", width=10)
         table.add_column("category", key="category", width=16)
         table.add_column("took", key="took", width=7)
-        table.add_column("error", key="error")
+        # the error column takes the width left (2 cells of padding per column, 1 margin)
+        table.add_column(
+            "error", key="error", width=max(self.size.width - 3 - 10 - 16 - 7 - 13, 12)
+        )
         self._set_retry_enabled()
         self.load()
 

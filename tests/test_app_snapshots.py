@@ -1,0 +1,72 @@
+"""SVG snapshots of every screen at 80x24 and 120x40, from a fixed script on a frozen clock.
+
+Regenerate after an intended change with ``pytest tests/test_app_snapshots.py
+--snapshot-update`` and look at the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from textual.pilot import Pilot
+
+from abl_tui.app import DashboardApp
+from abl_tui.screens import ItemDetailScreen
+from abl_tui.watch import Snapshot, WatchApp
+from test_app_fakes import demo_runner, demo_runs, frozen_clock
+from test_app_watch import FAILED, RUNNING, FakeSource, Run
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+def dashboard() -> DashboardApp:
+    """The dashboard on the scripted demo run (mid-run, in a cooldown, five failures)."""
+    return DashboardApp(demo_runner(runs=demo_runs()), clock=frozen_clock)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_main_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_item_detail_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def open_item(pilot: Pilot[Any]) -> None:
+        await pilot.press("down", "enter")
+        screen = pilot.app.screen
+        assert isinstance(screen, ItemDetailScreen)
+        while screen.view is None:
+            await pilot.pause(0.02)
+
+    assert snap_compare(dashboard(), terminal_size=size, run_before=open_item)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_confirm_retry_all(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, press=["R"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    async def open_runs(pilot: Pilot[Any]) -> None:
+        await pilot.press("u")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(dashboard(), terminal_size=size, run_before=open_runs)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_watch_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    app = WatchApp(
+        FakeSource(Snapshot(Run(), list(FAILED), list(RUNNING))),
+        clock=frozen_clock,
+        poll_seconds=0.05,
+    )
+
+    async def first_poll(pilot: Pilot[Any]) -> None:
+        while app.polls < 1:
+            await pilot.pause(0.02)
+
+    assert snap_compare(app, terminal_size=size, run_before=first_poll)
