@@ -1,0 +1,523 @@
+"""The crash check of issue 4: kill ``abl-tui`` at random instants, resume, and lose nothing.
+
+Exactly what a checker does by hand: a simulator in its own process (so its JSONL ledger
+outlives every client), ``abl-tui run BATCH --headless --db FILE ...`` SIGKILLed at a seeded
+random instant (during ingest, or mid-run after a random number of answers), ``abl-tui
+resume latest`` (killed too, sometimes) until one finishes, then ``abl-tui export``. After
+each kill the store is read with sqlite3: no item committed as succeeded by then may reach
+the provider again. Ctrl-C (SIGINT) must exit 130, record the items under way as
+interrupted and leave a run that ``resume`` completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ABL = [sys.executable, "-m", "abl_tui.cli"]  # the abl-tui command, as this Python runs it
+SIMULATOR = [sys.executable, "-m", "async_batch_llm.testing.simulator"]
+WORKERS = 16
+N_ITEMS = 320
+LATENCY = "latency_mean=0.01"  # the default profile (prompt cache on) with 5-15 ms answers
+PROCESS_TIMEOUT = 120.0
+FILLER = "Classify this product listing into one catalogue category and answer with one word: "
+
+
+def prompt_of(n: int) -> str:
+    """Unique from its first characters (the simulator echoes 40 and logs 200 of them)."""
+    return f"item-{n:04d} {FILLER}steel water bottle model {n}, 750 ml, blue"
+
+
+ITEM_IDS = [f"item-{n:04d}" for n in range(N_ITEMS)]
+PROMPTS = {f"item-{n:04d}": prompt_of(n) for n in range(N_ITEMS)}
+ID_OF_PROMPT = {prompt: item_id for item_id, prompt in PROMPTS.items()}
+assert all(len(p) < 200 for p in PROMPTS.values())
+
+
+def cli_env() -> dict[str, str]:
+    """No store, API keys, proxies or forced colours from the caller; litellm stays offline."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"ABL_DB", "FORCE_COLOR", "CLICOLOR_FORCE", "COLUMNS", "LINES"}
+        and not key.endswith("_API_KEY")
+        and not key.lower().endswith("_proxy")
+    }
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        PYTHONIOENCODING="utf-8",
+    )
+    return env
+
+
+def _default_sigint() -> None:
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: restore the default so SIGINT acts like Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# --- the simulator process and its ledger ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def simulator_process(folder: Path) -> Iterator[tuple[str, Path]]:
+    """``python -m async_batch_llm.testing.simulator`` on a free port; yields (url, ledger)."""
+    ledger = folder / "ledger.jsonl"
+    log = folder / "simulator.log"  # a file, not a pipe: nothing can block on a full pipe
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                *SIMULATOR,
+                "--port", "0", "--profile", "default", "--set", LATENCY, "--ledger", str(ledger),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=cli_env(),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"listening on (\S+)", log.read_text(errors="replace"))):
+            assert proc.poll() is None, f"the simulator ended: {log.read_text()}"
+            assert time.monotonic() < deadline, f"the simulator did not start: {log.read_text()}"
+            time.sleep(0.02)
+        yield found.group(1), ledger
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class LedgerTail:
+    """Counts the ledger's ok answers as it grows, reading only what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.ok = 0
+        self._partial = b""
+
+    def poll(self) -> int:
+        with contextlib.suppress(FileNotFoundError), self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+            self.offset += len(data)
+            data, self._partial = (self._partial + data).rpartition(b"\n")[::2]
+            self.ok += data.count(b'"outcome": "ok"')
+        return self.ok
+
+
+def read_ledger(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def run_exists_now(path: Path) -> bool:
+    """Whether a run is committed in the store at ``path`` (read-only, never waits long)."""
+    if not path.exists():
+        return False
+    try:
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as db:
+            return db.execute("SELECT count(*) FROM runs").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+# --- the abl-tui processes ---------------------------------------------------------------------
+
+
+@dataclass
+class Kill:
+    """What was true right after one process was killed."""
+
+    step: int
+    how: str
+    ledger_position: int  # ledger lines written by then
+    run_exists: bool
+    items_stored: int
+    succeeded: set[str]
+    integrity: str
+
+
+@dataclass
+class Chain:
+    """One batch taken through kills and resumes to the end."""
+
+    folder: Path
+    url: str
+    ledger: Path
+    rng: random.Random
+    db: Path = field(init=False)
+    tail: LedgerTail = field(init=False)
+    kills: list[Kill] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    _records: list[dict[str, Any]] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.db = self.folder / "runs.db"
+        self.tail = LedgerTail(self.ledger)
+        batch = self.folder / "batch.jsonl"
+        batch.write_text(
+            "".join(json.dumps({"id": i, "prompt": PROMPTS[i]}) + "\n" for i in ITEM_IDS)
+        )
+
+    def start(self) -> subprocess.Popen[bytes]:
+        """``run`` while the store holds no run yet, else ``resume latest``."""
+        if self.state()[0]:
+            args = ["resume", "latest", "--db", str(self.db), "--headless"]
+        else:
+            args = [
+                "run", "batch.jsonl", "--headless", "--db", str(self.db),
+                "--model", "openai/fake", "--api-base", self.url, "--workers", str(WORKERS),
+            ]  # fmt: skip
+        step = len(self.log)
+        self.log.append(" ".join(args[:2]))
+        out = (self.folder / f"step{step}.out").open("wb")
+        with out:
+            return subprocess.Popen(
+                [*ABL, *args],
+                cwd=self.folder,
+                env=cli_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_default_sigint,
+            )
+
+    def output(self, step: int) -> str:
+        return (self.folder / f"step{step}.out").read_text(encoding="utf-8", errors="replace")
+
+    def state(self) -> tuple[bool, int, set[str], str]:
+        """(a run exists, items stored, ids committed as succeeded, integrity check)."""
+        if not self.db.exists():
+            return False, 0, set(), "ok"
+        with contextlib.closing(sqlite3.connect(self.db, timeout=10)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            if "runs" not in tables:
+                return False, 0, set(), integrity
+            runs = db.execute("SELECT count(*) FROM runs").fetchone()[0]
+            stored = db.execute("SELECT count(*) FROM items").fetchone()[0]
+            done = {
+                r[0]
+                for r in db.execute("SELECT item_id FROM items WHERE status = ?", ("succeeded",))
+            }
+            return runs > 0, stored, done, integrity
+
+    def wait_for(self, proc: subprocess.Popen[bytes], ready: Callable[[], bool]) -> bool:
+        """Poll ``ready`` until it holds (True) or the process ends (False)."""
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not ready():
+            if proc.poll() is not None:
+                return False
+            assert time.monotonic() < deadline, f"step {len(self.log) - 1} hangs:\n{self.report()}"
+            time.sleep(0.002)
+        return True
+
+    def kill(self, proc: subprocess.Popen[bytes], how: str, sig: int) -> int:
+        proc.send_signal(sig)
+        status = proc.wait(PROCESS_TIMEOUT)
+        exists, stored, done, integrity = self.state()
+        position = len(read_ledger(self.ledger))
+        self.kills.append(Kill(len(self.log) - 1, how, position, exists, stored, done, integrity))
+        return status
+
+    def step(self, how: str) -> int | None:
+        """One process: killed ``how`` ('ingest', 'mid', 'sigint') or run to its end
+        ('finish'). Returns the exit status, or None if it was SIGKILLed."""
+        succeeded_before = len(self.state()[2])
+        proc = self.start()
+        if how == "ingest":
+            if self.wait_for(proc, lambda: run_exists_now(self.db)):
+                time.sleep(self.rng.uniform(0, 0.004))
+                self.kill(proc, how, signal.SIGKILL)
+                return None
+        elif how in ("mid", "sigint"):
+            remaining = N_ITEMS - succeeded_before
+            target = self.tail.poll() + self.rng.randint(remaining // 5, remaining * 3 // 5)
+            if self.wait_for(proc, lambda: self.tail.poll() >= target):
+                time.sleep(self.rng.uniform(0, 0.03))
+                sig = signal.SIGKILL if how == "mid" else signal.SIGINT
+                status = self.kill(proc, how, sig)
+                return None if how == "mid" else status
+        status = proc.wait(PROCESS_TIMEOUT)
+        self.log[-1] += f" -> exit {status} (not killed)" if how != "finish" else f" -> {status}"
+        return status
+
+    def report(self) -> str:
+        lines = [f"processes: {self.log}"]
+        lines += [
+            f"kill after step {k.step} ({k.how}): ledger {k.ledger_position}, run "
+            f"{'exists' if k.run_exists else 'missing'}, {k.items_stored} items stored, "
+            f"{len(k.succeeded)} succeeded"
+            for k in self.kills
+        ]
+        return "\n".join(lines)
+
+    def records(self) -> list[dict[str, Any]]:
+        """``abl-tui export latest --format jsonl`` of the store (read once)."""
+        if self._records is None:
+            self._records = self._export()
+        return self._records
+
+    def _export(self) -> list[dict[str, Any]]:
+        proc = subprocess.run(
+            [*ABL, "export", "latest", "--db", str(self.db), "--format", "jsonl"],
+            cwd=self.folder,
+            env=cli_env(),
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def check_nothing_lost_or_sent_twice(chain: Chain) -> None:
+    """The acceptance of issue 4 in one go (for chains not shared by several tests)."""
+    check_every_item_succeeded_once(chain)
+    check_nothing_committed_was_sent_again(chain)
+    check_tokens_of_the_last_ok_answer(chain)
+    check_store_sound_and_run_completed(chain)
+
+
+def check_every_item_succeeded_once(chain: Chain) -> None:
+    records = chain.records()
+    ids = [record["id"] for record in records]
+    assert ids == ITEM_IDS, f"export has {len(ids)} items, expected {N_ITEMS}\n{chain.report()}"
+    not_ok = [r["id"] for r in records if not r["success"]]
+    assert not not_ok, f"{len(not_ok)} items did not succeed: {not_ok[:5]}\n{chain.report()}"
+    for record in records:
+        assert record["output"] == f"sim reply to {PROMPTS[record['id']][:40]}", record
+
+
+def check_nothing_committed_was_sent_again(chain: Chain) -> None:
+    """No result committed before a kill reaches the provider again afterwards."""
+    ledger = read_ledger(chain.ledger)
+    assert chain.kills, chain.report()
+    for kill in chain.kills:
+        before = ledger[: kill.ledger_position]
+        ok_before = {ID_OF_PROMPT[e["last_user_message"]] for e in before if e["outcome"] == "ok"}
+        unanswered = kill.succeeded - ok_before
+        assert not unanswered, f"committed without an ok answer: {sorted(unanswered)[:5]}"
+        sent_again = {ID_OF_PROMPT[e["last_user_message"]] for e in ledger[kill.ledger_position :]}
+        resent = sorted(kill.succeeded & sent_again)
+        assert not resent, (
+            f"{len(resent)} items committed before the kill after step {kill.step} were sent "
+            f"again: {resent[:5]}\n{chain.report()}"
+        )
+
+
+def check_tokens_of_the_last_ok_answer(chain: Chain) -> None:
+    """Every item's tokens are those of its last ok answer: an answer a killed process got
+    but had not committed is lost (the item is sent again), never counted twice."""
+    last_ok: dict[str, dict[str, Any]] = {}
+    for entry in read_ledger(chain.ledger):
+        assert entry["model"] == "fake"
+        if entry["outcome"] == "ok":
+            last_ok[ID_OF_PROMPT[entry["last_user_message"]]] = entry
+    records = chain.records()
+    assert [r["id"] for r in records] == ITEM_IDS, f"export incomplete\n{chain.report()}"
+    assert set(last_ok) == set(ITEM_IDS), chain.report()
+    for record in records:
+        answer = last_ok[record["id"]]
+        stored = (record["input_tokens"], record["output_tokens"], record["cached_input_tokens"])
+        sent = (answer["prompt_tokens"], answer["completion_tokens"], answer["cached_tokens"])
+        assert stored == sent, (record, answer)
+    with contextlib.closing(sqlite3.connect(chain.db)) as db:
+        tokens = db.execute(
+            "SELECT input_tokens, output_tokens, cached_tokens FROM runs"
+        ).fetchone()
+    assert tokens == tuple(
+        sum(r[key] for r in records)
+        for key in ("input_tokens", "output_tokens", "cached_input_tokens")
+    )
+
+
+def check_store_sound_and_run_completed(chain: Chain) -> None:
+    for kill in chain.kills:
+        assert kill.integrity == "ok", f"integrity after step {kill.step}: {kill.integrity}"
+    with contextlib.closing(sqlite3.connect(chain.db)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        run = db.execute("SELECT status, total, succeeded, failed FROM runs").fetchone()
+        statuses = dict(db.execute("SELECT status, count(*) FROM items GROUP BY status"))
+    assert run == ("completed", N_ITEMS, N_ITEMS, 0), chain.report()
+    assert statuses == {"succeeded": N_ITEMS}
+
+
+# --- the tests ---------------------------------------------------------------------------------
+
+
+TRIALS = {
+    # seed, what happens to each process in turn
+    "run-killed-in-ingest,resume-killed-mid-run": (41, ["ingest", "mid", "finish"]),
+    "run-killed-mid-run,resume-killed-mid-run": (7, ["mid", "mid", "finish"]),
+}
+
+
+@dataclass
+class Trial:
+    chain: Chain
+    steps: list[str]
+    final_status: int
+
+
+@pytest.fixture(scope="module", params=list(TRIALS))
+def trial(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Trial:
+    """One batch SIGKILLed at seeded random instants and resumed until a resume finishes."""
+    seed, steps = TRIALS[request.param]
+    folder = tmp_path_factory.mktemp("trial")
+    with simulator_process(folder) as (url, ledger):
+        chain = Chain(folder, url, ledger, random.Random(seed))
+        status: int | None = None
+        for how in steps[:-1]:
+            status = chain.step(how)
+            if status is not None:  # it ended before the kill point: no later kills
+                break
+        final = chain.step("finish") if status is None else status
+    print(chain.report())  # shown with -s: where the kills landed
+    return Trial(chain, steps, final)
+
+
+def test_the_last_resume_finishes_with_exit_0(trial: Trial) -> None:
+    last = len(trial.chain.log) - 1
+    assert trial.final_status == 0, f"{trial.chain.report()}\n{trial.chain.output(last)[-2000:]}"
+
+
+def test_every_kill_landed_where_planned(trial: Trial) -> None:
+    assert [kill.how for kill in trial.chain.kills] == trial.steps[:-1], trial.chain.report()
+    for kill in trial.chain.kills:
+        if kill.how == "mid":
+            assert kill.items_stored == N_ITEMS and 0 < len(kill.succeeded) < N_ITEMS
+
+
+def test_every_item_succeeded_exactly_once_in_the_export(trial: Trial) -> None:
+    check_every_item_succeeded_once(trial.chain)
+
+
+def test_nothing_committed_before_a_kill_is_sent_again(trial: Trial) -> None:
+    check_nothing_committed_was_sent_again(trial.chain)
+
+
+def test_tokens_are_those_of_each_items_last_ok_answer(trial: Trial) -> None:
+    check_tokens_of_the_last_ok_answer(trial.chain)
+
+
+def test_store_is_sound_and_the_run_completed(trial: Trial) -> None:
+    check_store_sound_and_run_completed(trial.chain)
+
+
+def test_resume_closes_the_attempts_a_kill_left_open(trial: Trial) -> None:
+    """History, not results: attempts a SIGKILL left under way are closed (interrupted) once
+    the run is resumed, not shown as running forever in a completed run."""
+    with contextlib.closing(sqlite3.connect(trial.chain.db)) as db:
+        open_attempts = db.execute(
+            "SELECT item_id, attempt FROM attempts WHERE outcome IS NULL"
+        ).fetchall()
+    assert not open_attempts, (
+        f"{len(open_attempts)} attempts still open (outcome NULL), e.g. {open_attempts[:3]}\n"
+        f"{trial.chain.report()}"
+    )
+
+
+def test_ctrl_c_exits_130_records_interrupted_items_and_resume_completes(tmp_path: Path) -> None:
+    with simulator_process(tmp_path) as (url, ledger):
+        chain = Chain(tmp_path, url, ledger, random.Random(5))
+        status = chain.step("sigint")
+        out = chain.output(0)
+        assert status == 130, f"{chain.report()}\n{out[-2000:]}"
+        assert "Traceback" not in out, out
+        assert "interrupt" in out
+        [kill] = chain.kills
+        with contextlib.closing(sqlite3.connect(chain.db)) as db:
+            run_status = db.execute("SELECT status FROM runs").fetchone()[0]
+            statuses = dict(
+                db.execute("SELECT status, count(*) FROM items GROUP BY status").fetchall()
+            )
+            open_attempts = db.execute(
+                "SELECT count(*) FROM attempts WHERE outcome IS NULL"
+            ).fetchone()[0]
+            interrupted_attempts = db.execute(
+                "SELECT count(*) FROM attempts WHERE outcome = 'interrupted'"
+            ).fetchone()[0]
+        assert run_status == "interrupted"
+        assert statuses.get("running", 0) == 0, statuses
+        assert 1 <= statuses.get("interrupted", 0) <= WORKERS, statuses
+        assert open_attempts == 0
+        assert interrupted_attempts == statuses["interrupted"]
+        assert 0 < len(kill.succeeded) < N_ITEMS
+        assert chain.step("finish") == 0, chain.output(1)[-2000:]
+        check_nothing_lost_or_sent_twice(chain)
+
+
+def test_kill_during_ingest_of_a_big_batch_then_resume_runs_every_item(tmp_path: Path) -> None:
+    """A run killed while its items are being stored must not resume as a smaller batch.
+
+    Dry run (nothing is sent, litellm is never loaded), with more items than one ingest
+    transaction holds, killed as soon as the run exists: its items are then not all stored.
+    """
+    n_items = 6_000
+    for attempt in range(3):
+        folder = tmp_path / f"try{attempt}"
+        folder.mkdir()
+        (folder / "big.jsonl").write_text(
+            "".join(f'{{"id": "b{n}", "prompt": "p{n}"}}\n' for n in range(n_items))
+        )
+        db = folder / "runs.db"
+        proc = subprocess.Popen(
+            [*ABL, "run", "big.jsonl", "--headless", "--dry-run", "--db", str(db)],
+            cwd=folder,
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + PROCESS_TIMEOUT
+        while not run_exists_now(db):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.001)
+        proc.kill()
+        proc.wait(PROCESS_TIMEOUT)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            stored = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+        if stored < n_items:
+            break
+    else:
+        pytest.skip("could not kill the run before its items were all stored")
+    resume = subprocess.run(
+        [*ABL, "resume", "latest", "--headless", "--db", str(db)],
+        cwd=folder,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        total, succeeded, status = conn.execute(
+            "SELECT total, succeeded, status FROM runs"
+        ).fetchone()
+    assert (total, succeeded) == (n_items, n_items), (
+        f"killed with {stored} of {n_items} items stored; resume exited {resume.returncode} "
+        f"with run {status!r}, total {total}, succeeded {succeeded}:\n{resume.stdout[-800:]}"
+    )
