@@ -79,6 +79,17 @@ async def test_starts_the_runner_and_shows_the_run() -> None:
         assert table(app).keys == FAILED_IDS
         workers = app.main.query_one("#workers")
         assert workers.border_title == "Workers 3/4 busy"
+        # narrow: the rate-limit panel folds into the counts strip ...
+        assert not app.main.query_one("#limits").display
+        assert app.main.query_one("#limits-inline").display
+        # ... wide: it is a panel of its own, in the cooldown colour
+        await pilot.resize_terminal(120, 40)
+        await settle(pilot)
+        limits = app.main.query_one("#limits")
+        assert limits.display and limits.has_class("-cooldown")
+        assert "cooldown 12.5s" in str(limits.render())
+        assert "429s 3 (streak 2)" in str(limits.render())
+        assert not app.main.query_one("#limits-inline").display
 
 
 async def test_an_already_started_runner_is_not_started_again() -> None:
@@ -112,25 +123,6 @@ async def test_unknown_cost_reads_unknown() -> None:
         await settle(pilot)
         assert "cost unknown" in text(app, "#cost")
         assert "→ unknown" in text(app, "#cost")
-
-
-async def test_wide_layout_shows_the_rate_limit_panel() -> None:
-    app = make_app(demo_runner())
-    async with app.run_test(size=(120, 40)) as pilot:
-        await settle(pilot)
-        limits = app.main.query_one("#limits")
-        assert limits.display and limits.has_class("-cooldown")
-        assert "cooldown 12.5s" in str(limits.render())
-        assert "429s 3 (streak 2)" in str(limits.render())
-        assert not app.main.query_one("#limits-inline").display
-
-
-async def test_narrow_layout_folds_rate_limits_into_the_strip() -> None:
-    app = make_app(demo_runner())
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        assert not app.main.query_one("#limits").display
-        assert app.main.query_one("#limits-inline").display
 
 
 # ---------------------------------------------------------------------- retry
@@ -285,7 +277,7 @@ async def test_detail_retry_button_sends_the_item_again() -> None:
         assert runner.names().count("retry_items") == 1
 
 
-async def test_detail_of_a_succeeded_item_offers_no_retry() -> None:
+async def test_detail_of_a_succeeded_or_unknown_item_offers_no_retry() -> None:
     runner = demo_runner()
     app = make_app(runner)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -298,12 +290,7 @@ async def test_detail_of_a_succeeded_item_offers_no_retry() -> None:
         assert app.screen.query_one("#detail-retry", Button).disabled
         await pilot.press("r")
         assert "retry_items" not in runner.names()
-
-
-async def test_detail_of_an_unknown_item_says_so() -> None:
-    app = make_app(demo_runner())
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
+        await pilot.press("escape")
         app.open_item("nope")
         await pilot.pause()
         await app.workers.wait_for_complete()
@@ -325,22 +312,13 @@ async def test_p_pauses_and_resumes_dispatch() -> None:
         assert runner.names()[-1] == "pause"
         assert "resume" in footer_actions(app) and "pause" not in footer_actions(app)
         assert "cooldown" in text(app, "#run-badge")  # a cooldown outranks a pause
+        runner.buffer.push([("cooldown_ended", {"duration": 15.0}, 0.0)])
+        await settle(pilot)
+        assert "paused" in text(app, "#run-badge")
         await pilot.press("p")
         await settle(pilot)
         assert runner.names()[-1] == "resume"
         assert "pause" in footer_actions(app)
-
-
-async def test_paused_badge() -> None:
-    from test_app_fakes import demo_script
-
-    runner = demo_runner(script=demo_script(cooldown=False))
-    app = make_app(runner)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("p")
-        await settle(pilot)
-        assert "paused" in text(app, "#run-badge")
 
 
 # ---------------------------------------------------------------------- quit
@@ -360,6 +338,11 @@ async def test_q_while_running_asks_then_cancels() -> None:
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         assert "cancel" not in runner.names()
+        await pilot.press("ctrl+q")  # Textual's quit key asks the same question
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("escape")
+        await pilot.pause()
         await pilot.press("q", "y")
         await pilot.pause()
         assert runner.names()[-1] == "cancel"
@@ -393,19 +376,6 @@ async def test_pending_retries_keep_the_run_going() -> None:
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("escape")
-
-
-async def test_ctrl_q_goes_through_the_same_question() -> None:
-    runner = demo_runner()
-    app = make_app(runner)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("ctrl+q")
-        await pilot.pause()
-        assert isinstance(app.screen, ConfirmScreen)
-        await pilot.press("y")
-        await pilot.pause()
-        assert runner.names()[-1] == "cancel"
 
 
 async def test_a_runner_that_ends_with_an_error_is_reported() -> None:
@@ -566,6 +536,10 @@ async def test_palette_offers_what_can_be_done_now() -> None:
         names = [name for name, _, _ in app.palette_commands(app.main)]
         assert "Resume dispatch" in names and "Pause dispatch" not in names
         assert runner.names()[-1] == "pause"
+        runner.done.set()  # the engine thread is gone: nothing to send commands to
+        await settle(pilot)
+        names = [name for name, _, _ in app.palette_commands(app.main)]
+        assert not any(name.startswith(("Retry", "Pause", "Resume")) for name in names)
 
 
 async def test_palette_runs_a_command() -> None:
@@ -583,17 +557,6 @@ async def test_palette_runs_a_command() -> None:
         await pilot.press("y")
         await pilot.pause()
         assert ("retry_all_failed",) in runner.commands
-
-
-async def test_palette_after_the_run_ended_offers_no_commands_to_the_engine() -> None:
-    runner = demo_runner(script=finished_script())
-    app = make_app(runner)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        runner.done.set()
-        await settle(pilot)
-        names = [name for name, _, _ in app.palette_commands(app.main)]
-        assert not any(name.startswith(("Retry", "Pause", "Resume")) for name in names)
 
 
 # ---------------------------------------------------------------------- runs screen
@@ -650,6 +613,12 @@ async def test_switching_while_the_run_goes_asks_first() -> None:
         await pilot.press("u")
         await app.workers.wait_for_complete()
         await pilot.pause()
+        await pilot.press("o")  # the open run itself: nothing to switch
+        await pilot.pause()
+        assert isinstance(app.screen, MainScreen) and factory.calls == []
+        await pilot.press("u")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
         await pilot.press("down", "down", "o")  # resume the oldest run
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
@@ -662,18 +631,3 @@ async def test_switching_while_the_run_goes_asks_first() -> None:
         assert runner.names()[-1] == "cancel"
         assert factory.calls[0]["run_ref"] == "r-20251122-bbbb02"
         assert factory.calls[0]["retry_failed"] is False
-
-
-async def test_resuming_the_open_run_does_not_switch() -> None:
-    runner = demo_runner(runs=demo_runs())
-    factory = Factory()
-    app = make_app(runner, runner_factory=factory)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await settle(pilot)
-        await pilot.press("u")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        await pilot.press("o")
-        await pilot.pause()
-        assert isinstance(app.screen, MainScreen)
-        assert factory.calls == []
