@@ -179,11 +179,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not settings.name:
         settings = settings.merged(name=batch.items_path.stem)
-    validate_file(batch.items_path)  # a bad file is refused before anything is stored or sent
+    # A bad file is refused before anything is stored or sent.
+    count = validate_file(batch.items_path)
     plan = RunPlan(
         db_path=args.db,
         settings=settings,
         items_path=batch.items_path,
+        expected_total=count,
         source=str(args.batch),
         keep_open=_use_dashboard(args),
     )
@@ -191,8 +193,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from async_batch_llm.store import StoreError
+
     from .runner import RunPlan
 
+    if not args.db.is_file():
+        raise StoreError(f"no run store at {args.db}")
     plan = RunPlan(
         db_path=args.db,
         run_ref=args.run,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -138,32 +140,54 @@ def _iso(stamp: float | str | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def print_runs(
-    runs: Sequence[Any],
-    *,
-    fmt_name: str = "table",
-    console: Console | None = None,
-    fmt: str | None = None,
-) -> None:
-    """Print the runs list as a table or as JSON."""
-    chosen = fmt or fmt_name
+#: Columns left out of the runs table in a terminal narrower than ``_WIDE`` columns.
+_NARROW_DROPS, _WIDE = ("tokens", "finished"), 100
+
+
+def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | None = None) -> None:
+    """Print the runs list as JSON or as a table whose run ids are never cut.
+
+    Piped output gets every column on one line; a terminal narrower than 100 columns
+    leaves out tokens and finish times (``--format json`` has everything).
+    """
     rows = [run_row(run) for run in runs]
-    if chosen == "json":
+    if fmt == "json":
         print(json.dumps(rows, indent=2))
         return
-    console = console or Console()
-    table = Table(*_RUN_COLUMNS)
-    for row in rows:
-        table.add_row(*(_cell(key, row[key]) for key in _RUN_COLUMNS))
+    if console is None:
+        console = Console() if sys.stdout.isatty() else Console(width=200)
     if not rows:
         console.print("no runs yet")
         return
+    narrow = console.width < _WIDE
+    columns = [key for key in _RUN_COLUMNS if not (narrow and key in _NARROW_DROPS)]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for key in columns:
+        table.add_column(
+            "ok" if key == "succeeded" else key,
+            no_wrap=True,
+            overflow="ellipsis",
+            max_width={"name": 10 if narrow else 24, "status": 11}.get(key),
+            min_width=19 if key == "id" else None,
+            justify="right" if key in _NUMERIC else "left",
+        )
+    for row in rows:
+        table.add_row(*(_cell(key, row[key]) for key in columns))
     console.print(table)
+    if narrow:
+        console.print("[dim]tokens and finish times: a wider terminal or --format json[/]")
+
+
+_NUMERIC = {"total", "succeeded", "failed", "tokens", "cost"}
 
 
 def _cell(key: str, value: Any) -> str:
     if key == "cost":
         return fmt.cost(value)
+    if key == "tokens":
+        return fmt.count(value)
+    if key in ("started", "finished") and value:
+        return str(value)[5:16]  # MM-DD HH:MM: the year and seconds do not fit 80 columns
     if isinstance(value, int):
         return f"{value:,}"
     return "" if value is None else str(value)

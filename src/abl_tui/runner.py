@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -26,9 +27,13 @@ from async_batch_llm.core.config import RateLimitConfig
 from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
 from async_batch_llm.store import RunStore, StoreError
 
+from .batchfile import iter_items
 from .settings import RunSettings, build_strategy, settings_from_stored, stored_settings
 
 logger = logging.getLogger(__name__)
+
+#: Keys the runner adds to a run's stored settings: the items file and its item count.
+INGEST_FILE, INGEST_TOTAL = "items_file", "items_total"
 
 #: Events the UI buffer holds at most; past it the oldest detail is dropped (counts are
 #: re-read from the engine's stats, so only worker and failure detail can be lost).
@@ -73,6 +78,7 @@ class RunPlan:
     source: str = ""
     run_ref: str | None = None
     retry_failed: bool = False
+    expected_total: int | None = None  # items in the batch file (validated before the run)
     keep_open: bool = False  # dashboard: stay alive after the run for retries by hand
 
 
@@ -152,7 +158,8 @@ class Runner:
                 self._preload_provider(self.settings)
             self._store = await RunStore.open(self.plan.db_path)
             await self._open_run()
-            if self.plan.settings is None and self.settings is not None:
+            left = self.initial["total"] - self.initial["succeeded"] - self.initial["failed"]
+            if self.plan.settings is None and self.settings is not None and left > 0:
                 self._preload_provider(self.settings)
             self.ready.set()
             await self._run_rounds()
@@ -167,6 +174,20 @@ class Runner:
         finally:
             await self._close()
 
+    async def _finish_ingest(self, run: Any) -> None:
+        """Store the rest of a batch whose ingest a crash cut short (items keep their order)."""
+        expected = run.settings.get(INGEST_TOTAL)
+        if expected is None or run.total >= expected:
+            return
+        assert self._store is not None
+        items_file = Path(run.settings.get(INGEST_FILE, ""))
+        if not items_file.is_file():
+            raise StoreError(
+                f"run {run.id} stopped while its batch was being stored ({run.total} of "
+                f"{expected} items) and its items file {items_file} is gone: run the batch again"
+            )
+        await self._store.ingest(run.id, itertools.islice(iter_items(items_file), run.total, None))
+
     def _preload_provider(self, settings: RunSettings) -> None:
         """Import litellm in a thread while the batch is ingested (it takes seconds)."""
         if settings.dry_run or self._preload is not None:
@@ -180,16 +201,23 @@ class Runner:
         assert store is not None
         if plan.run_ref is None:
             assert plan.settings is not None and plan.items_path is not None
-            from .batchfile import iter_items
-
+            # Where the items come from and how many there are, so a run killed while its
+            # batch was being stored can finish storing it on resume.
+            settings = {
+                **stored_settings(plan.settings),
+                INGEST_FILE: str(plan.items_path.resolve()),
+                INGEST_TOTAL: plan.expected_total,
+            }
             run_id = await store.create_run(
-                name=plan.settings.name, source=plan.source, settings=stored_settings(plan.settings)
+                name=plan.settings.name, source=plan.source, settings=settings
             )
             await store.ingest(run_id, iter_items(plan.items_path))
         else:
             run = await store.get_run(plan.run_ref)
             run_id = run.id
             self.settings = settings_from_stored(run.settings, name=run.name)
+            await store.mark_interrupted(run_id)  # close what a crash left under way
+            await self._finish_ingest(run)
             if plan.retry_failed:
                 await store.reset_for_retry(run_id, None)
         self.run_id = self.outcome.run_id = run_id
