@@ -164,7 +164,7 @@ def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | No
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for key in columns:
         table.add_column(
-            "ok" if key == "succeeded" else key,
+            key,
             no_wrap=True,
             overflow="ellipsis",
             max_width={"name": 10 if narrow else 24, "status": 11}.get(key),
