@@ -104,9 +104,11 @@ class RetryLog:
         self.items: OrderedDict[str, RetriedItem] = OrderedDict()
         self._limit = limit
         self.unsettled = 0  # queued or running: the run is not over while any is
+        self.version = 0  # bumped on every change, so views can skip unchanged redraws
 
     def sent(self, rows: Iterable[RetriedItem]) -> None:
         """Record items just sent again (their last error kept until a new outcome)."""
+        self.version += 1
         for row in rows:
             old = self.items.pop(row.item_id, None)
             if old is not None and old.status in ("queued", "running"):
@@ -136,6 +138,7 @@ class RetryLog:
             row.attempts = data.get("attempts", row.attempts)
         else:
             return
+        self.version += 1
         if was_open and row.status in ("ok", "failed"):
             self.unsettled -= 1
 
@@ -143,6 +146,7 @@ class RetryLog:
         """Forget every retry (the app switched to another run)."""
         self.items.clear()
         self.unsettled = 0
+        self.version += 1
 
 
 @dataclass

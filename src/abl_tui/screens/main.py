@@ -180,6 +180,7 @@ class MainScreen(Screen[None]):
 
     @on(DataTable.RowHighlighted, "#failed-table")
     def _row_highlighted(self) -> None:
+        self.failed.show(self.control.dashboard)  # the Retry button follows the cursor
         self.refresh_bindings()
 
     @on(Button.Pressed, "#retry-one")

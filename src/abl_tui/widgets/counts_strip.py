@@ -44,6 +44,8 @@ class CountsStrip(Horizontal):
         key = (counts.plain, limits.plain)
         if key == self._shown:
             return
+        # the counts are sized to their text: lay out again only when its length changes
+        relayout = not self._shown or len(counts.plain) != len(self._shown[0])
         self._shown = key
-        self._counts.update(counts)
-        self._limits.update(limits)
+        self._counts.update(counts, layout=relayout)
+        self._limits.update(limits, layout=False)

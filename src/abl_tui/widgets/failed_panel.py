@@ -59,6 +59,7 @@ class FailedPanel(Vertical):
         super().__init__(id=id)
         self._read_only = read_only
         self._dashboard: Dashboard | None = None
+        self._shown: tuple[object, ...] = ()
         self._table = FailedTable(id="failed-table")
         self._search = Input(
             placeholder="search id, category or message", id="search", compact=True
@@ -95,9 +96,29 @@ class FailedPanel(Vertical):
         """The table inside the panel."""
         return self._table
 
+    def _signature(self, dashboard: Dashboard) -> tuple[object, ...]:
+        """Changes whenever what the panel shows may have: a cheap test before a diff."""
+        state = dashboard.state
+        failed = state.failed_items
+        last = failed[next(reversed(failed))] if failed else None
+        return (
+            id(dashboard),
+            state.failed,
+            len(failed),
+            last,
+            dashboard.retries.version,
+            self.status_filter,
+            self.search_text,
+            self._table.highlighted_key,
+        )
+
     def show(self, dashboard: Dashboard, *, reorder: bool = False) -> None:
         """Bring the table in step with the dashboard under the current filter and search."""
         self._dashboard = dashboard
+        signature = self._signature(dashboard)
+        if signature == self._shown and not reorder:
+            return
+        self._shown = signature
         rows = failed_rows(dashboard, self.status_filter, self.search_text)
         self.table.sync(rows, reorder=reorder)
         state = dashboard.state
@@ -106,7 +127,8 @@ class FailedPanel(Vertical):
             title += f" · retried {len(dashboard.retries.items):,}"
         if self.search_text.strip():
             title += f" · {len(rows):,} match “{self.search_text.strip()}”"
-        self.border_title = title
+        if title != self.border_title:
+            self.border_title = title
         if not self._read_only:
             self._retry_one.disabled = not self.can_retry_highlighted()
             self._retry_all.disabled = state.failed == 0

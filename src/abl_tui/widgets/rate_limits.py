@@ -63,4 +63,4 @@ class RateLimitsPanel(Static):
             return
         self._shown = key
         self.set_class(state.cooldown_remaining(now) > 0, "-cooldown")
-        self.update(lines)
+        self.update(lines, layout=False)  # always three lines in a panel of fixed size

@@ -74,7 +74,7 @@ class RunHeader(Horizontal):
             no_wrap=True,
             overflow="ellipsis",
         )
-        self._title.update(title)
+        self._title.update(title, layout=False)
         badge = self._badge
         label, css_class = _BADGES[word]
         badge.update(label)

@@ -36,4 +36,4 @@ class RunProgress(Horizontal):
             return
         self._shown = key
         self._bar.update(total=max(state.total, 1), progress=state.done)
-        self._text.update(text)
+        self._text.update(text, layout=False)  # one line, sized by the layout

@@ -46,7 +46,8 @@ class ThroughputPanel(Vertical):
         if key == self._shown:
             return
         self._shown = key
-        self._items_rate.update(_label("items", items_rate))
-        self._tokens_rate.update(_label("tokens", tokens_rate))
+        # one-line labels of a fixed-size panel: no layout pass needed
+        self._items_rate.update(_label("items", items_rate), layout=False)
+        self._tokens_rate.update(_label("tokens", tokens_rate), layout=False)
         self._items_spark.data = items
         self._tokens_spark.data = tokens

@@ -62,7 +62,8 @@ class TokensPanel(Vertical):
         if key == self._shown:
             return
         self._shown = key
-        self._counts.update(counts)
-        self._cached.update(cached)
-        self._cost.update(cost)
+        # one-line texts of a fixed-size panel: no layout pass needed
+        self._counts.update(counts, layout=False)
+        self._cached.update(cached, layout=False)
+        self._cost.update(cost, layout=False)
         self._gauge.share = totals.cache_hit_rate
