@@ -48,7 +48,7 @@ def default_runner_factory(*, db_path: Path, run_ref: str, retry_failed: bool) -
 class DashboardApp(App[None]):
     """The live dashboard of one run (read-only when ``read_only``: see :mod:`abl_tui.watch`)."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live anywhere
     TITLE = "abl"
     COMMANDS = App.COMMANDS | {DashboardCommands}
     BINDINGS = [Binding("q", "request_quit", "Quit", id="abl.quit")]
