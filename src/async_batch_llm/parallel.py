@@ -552,40 +552,16 @@ class ParallelBatchProcessor(
                         (usage_in, usage_out, usage_cached, cost),
                         metadata,
                     )
-                result: WorkItemResult[TOutput, TContext] = WorkItemResult(
-                    item.item_id,
-                    True,
-                    output,
-                    None,
-                    item.context,
-                    {
-                        "input_tokens": usage_in,
-                        "output_tokens": usage_out,
-                        "total_tokens": usage_in + usage_out,
-                        "cached_input_tokens": usage_cached,
-                    },
-                    metadata.get("gemini_safety_ratings") if metadata else None,
-                    attempt,
-                    None,
-                    time.perf_counter() - started,
-                    cost,
-                    metadata,
+                return self._succeed(
+                    item,
                     index,
+                    worker_id,
+                    output,
+                    attempt,
+                    started,
+                    (usage_in, usage_out, usage_cached, cost),
+                    metadata,
                 )
-                if emit:
-                    emit(
-                        _EV.ITEM_COMPLETED,
-                        {
-                            "item_id": result.item_id,
-                            "worker_id": worker_id,
-                            "duration": result.duration,
-                            "attempts": attempt,
-                            "tokens": result.token_usage,
-                            "cost": cost,
-                            "result": result,
-                        },
-                    )
-                return result
 
             # ---- the attempt failed
             failed_usage = failed_attempt_usage(exc)
