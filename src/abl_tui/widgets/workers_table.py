@@ -8,20 +8,31 @@ from textual.containers import VerticalScroll
 from textual.events import Resize
 from textual.widgets import Static
 
-from .. import formatting as fmt
 from ..state import RunState
 
-#: Widths of the fixed columns: worker id, attempt, time on the attempt (item takes the rest).
-_ID, _TRY, _FOR = 3, 3, 6
+#: Widths of the attempt and time columns (the id column fits the largest id; item the rest).
+_TRY, _FOR = 3, 5
 #: Idle worker ids listed by name up to this many (then just counted).
 _IDLE_NAMED = 8
 
 
+def short_duration(seconds: float) -> str:
+    """At most five cells: ``42s``, ``12m05``, ``3h07``."""
+    whole = int(seconds)
+    if whole < 100:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 100:
+        return f"{minutes}m{secs:02d}"
+    return f"{minutes // 60}h{minutes % 60:02d}"
+
+
 def workers_text(state: RunState, now: float, width: int) -> Text:
     """Plain fixed-width lines (cheaper to redraw many times a second than a Rich table)."""
-    item_width = max(width - _ID - _TRY - _FOR - 3, 4)
+    id_width = max((len(str(worker_id)) for worker_id in state.workers), default=1)
+    item_width = max(width - id_width - _TRY - _FOR - 3, 4)
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f"{'w':>{_ID}} {'item':<{item_width}} {'try':>{_TRY}} {'for':>{_FOR}}", "dim")
+    text.append(f"{'w':>{id_width}} {'item':<{item_width}} {'try':>{_TRY}} {'for':>{_FOR}}", "dim")
     idle: list[int] = []
     for worker_id in sorted(state.workers):
         worker = state.workers[worker_id]
@@ -31,15 +42,15 @@ def workers_text(state: RunState, now: float, width: int) -> Text:
         item = str(worker.item_id)
         if len(item) > item_width:
             item = item[: item_width - 1] + "…"
-        took = fmt.duration(max(now - worker.since, 0.0))
-        text.append(f"\n{worker_id:>{_ID}} ", "dim")
+        took = short_duration(max(now - worker.since, 0.0))
+        text.append(f"\n{worker_id:>{id_width}} ", "dim")
         text.append(f"{item:<{item_width}} {worker.attempt:>{_TRY}} {took:>{_FOR}}")
     if idle:
         named = " ".join(str(worker_id) for worker_id in idle[:_IDLE_NAMED])
         more = "…" if len(idle) > _IDLE_NAMED else ""
-        text.append(f"\n{'':>{_ID}} {len(idle)} idle: {named}{more}", "dim")
+        text.append(f"\n{'':>{id_width}} {len(idle)} idle: {named}{more}", "dim")
     if not state.workers:
-        text.append(f"\n{'':>{_ID}} no workers", "dim")
+        text.append(f"\n{'':>{id_width}} no workers", "dim")
     return text
 
 
@@ -62,7 +73,7 @@ class WorkersTable(VerticalScroll):
         self._last = (state, now)
         width = self.scrollable_content_region.width
         rows = tuple(
-            (w.worker_id, w.item_id, w.attempt, fmt.duration(max(now - w.since, 0.0)))
+            (w.worker_id, w.item_id, w.attempt, short_duration(max(now - w.since, 0.0)))
             for w in state.workers.values()
         )
         key = (width, rows)
