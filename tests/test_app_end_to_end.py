@@ -74,7 +74,7 @@ async def test_retry_all_failed_sends_them_again_then_q_quits(tmp_path: Path) ->
             await pilot.pause()
         await asyncio.to_thread(runner.join, 30)
         assert runner.done.is_set()
-        assert runner.outcome.status == "failed"
+        assert runner.outcome.status == "failed" and runner.outcome.failed == 2
     finally:
         if not runner.done.is_set():
             runner.cancel()
