@@ -590,6 +590,9 @@ async def test_runs_screen_lists_runs_and_switches_when_finished() -> None:
         await pilot.pause()
         runs_table = app.screen.query_one("#runs-table")
         assert runs_table.row_count == 3
+        names = [name for name, _, _ in app.palette_commands(app.screen)]
+        assert f"Resume run {RUN_ID}" in names and "Back to the dashboard" in names
+        assert "Runs" not in names
         await pilot.press("down", "f")  # the second run has failed items: retry them
         await app.workers.wait_for_complete()
         await settle(pilot)

@@ -417,6 +417,10 @@ class DashboardApp(App[None]):
             commands.append(
                 ("Runs", "Past runs: resume one or retry its failed items", self.show_runs)
             )
+        if isinstance(screen, RunsScreen):
+            commands.extend(screen.palette_commands())
+        if not on_main and not screen.is_modal:
+            commands.append(("Back to the dashboard", "Close this screen", self._back_to_main))
         return commands
 
     def _pause(self) -> None:

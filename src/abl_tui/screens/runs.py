@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from rich.text import Text
@@ -109,6 +110,25 @@ class RunsScreen(Screen[None]):
             return None
         key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         return self.runs.get(key or "")
+
+    def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        """The selected run's commands, for the palette."""
+        run = self.selected
+        if run is None:
+            return []
+        commands: list[tuple[str, str, Callable[[], Any]]] = [
+            (f"Resume run {run['id']}", "Send its items without a result", self.action_resume)
+        ]
+        if run["failed"] > 0:
+            commands.append(
+                (
+                    f"Retry failed items of run {run['id']} ({run['failed']:,})",
+                    "Resume it, sending its failed items again too",
+                    self.action_retry_failed,
+                )
+            )
+        commands.append(("Reload runs", "Read the runs list again", self.action_reload))
+        return commands
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Resume and retry need a selected run; retrying needs failed items."""
