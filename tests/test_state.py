@@ -59,7 +59,7 @@ def test_counts_tokens_cost_and_cache_hit_rate() -> None:
     assert state.totals.cached_tokens == 8
     assert state.totals.cache_hit_rate == 8 / 20
     assert state.totals.cost_known and abs(state.totals.cost - 0.002) < 1e-12
-    assert abs(state.projected_cost() - 0.002 / 3 * 4) < 1e-12
+    assert abs(state.projected_cost() - (0.002 + 0.002 / 3 * 1)) < 1e-12
     assert state.errors_by_category == {"bad_request": 1}
 
 
@@ -152,5 +152,12 @@ def test_load_seeds_a_resumed_run() -> None:
     assert list(state.failed_items) == ["x"] and not state.totals.cost_known
     completed(state, "y", 0, T0)
     assert state.succeeded == 7
-    # projected cost counts only this session's items
     assert state.already_done == 7
+
+
+def test_projected_cost_of_a_resumed_run_counts_earlier_sessions_once() -> None:
+    state = RunState()
+    state.load({"run_id": "r", "total": 10, "succeeded": 5, "failed": 0, "cost": 0.5})
+    completed(state, "a", 0, T0)  # this session: 0.001 per item
+    # 0.5 spent + 0.001 for "a" + 4 items left at 0.001 each
+    assert abs(state.projected_cost() - (0.501 + 4 * 0.001)) < 1e-12

@@ -215,7 +215,7 @@ def _execute(plan: Any, *, dashboard: bool) -> int:
     if dashboard:
         from .app import run_dashboard
 
-        run_dashboard(runner)
+        runner = run_dashboard(runner)  # the runs screen may have switched to another run
     else:
         from .headless import run_headless
 

@@ -126,6 +126,7 @@ class RunState:
     tokens: RateHistory = field(default_factory=RateHistory)
     errors_by_category: dict[str, int] = field(default_factory=dict)
     already_done: int = 0  # items finished in earlier sessions of a resumed run
+    cost_at_load: float = 0.0  # what those earlier sessions cost
 
     # ------------------------------------------------------------------ derived
 
@@ -176,11 +177,13 @@ class RunState:
         return max(self.cooldown_until - now, 0.0)
 
     def projected_cost(self) -> float | None:
-        """Cost of the whole run at the average cost per finished item so far."""
+        """Cost of the whole run: what it cost so far, plus the items left at this session's
+        average cost per item (earlier sessions of a resumed run are counted once)."""
         finished = self.done - self.already_done
         if not self.totals.cost_known or finished <= 0:
             return None
-        return self.totals.cost / finished * (self.total - self.already_done)
+        per_item = (self.totals.cost - self.cost_at_load) / finished
+        return self.totals.cost + per_item * self.remaining
 
     @property
     def finished(self) -> bool:
@@ -205,7 +208,7 @@ class RunState:
         totals.output_tokens = run.get("output_tokens", 0) or 0
         totals.cached_tokens = run.get("cached_tokens", 0) or 0
         stored_cost = run.get("cost")
-        totals.cost = stored_cost or 0.0
+        totals.cost = self.cost_at_load = stored_cost or 0.0
         totals.cost_known = stored_cost is not None
         self.failed_items.clear()
         for item_id, category, error, attempts in run.get("failed_items", ()):
@@ -239,6 +242,7 @@ class RunState:
         for worker in self.workers.values():
             worker.item_id = None
         self.cooldown_until = None
+        self.finished_at = now
 
     def _on_worker_started(self, data: dict[str, Any], now: float) -> None:
         self._worker(data["worker_id"])
