@@ -162,7 +162,7 @@ def _use_dashboard(args: argparse.Namespace) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .batchfile import load_batch, validate_file
+    from .batchfile import load_batch
     from .runner import RunPlan
 
     batch = load_batch(args.batch)
@@ -179,13 +179,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not settings.name:
         settings = settings.merged(name=batch.items_path.stem)
-    # A bad file is refused before anything is stored or sent.
-    count = validate_file(batch.items_path)
     plan = RunPlan(
         db_path=args.db,
         settings=settings,
         items_path=batch.items_path,
-        expected_total=count,
         source=str(args.batch),
         keep_open=_use_dashboard(args),
     )
@@ -212,10 +209,19 @@ def _execute(plan: Any, *, dashboard: bool) -> int:
     from .runner import Runner
 
     runner = Runner(plan)
+    runner.start()
+    # The batch is validated as it is stored, before anything is sent: a bad file ends
+    # here with exit status 2, having stored and sent nothing.
+    if not runner.wait_ready(timeout=1.0):
+        print("abl-tui: storing the batch…", file=sys.stderr)
+        runner.wait_ready()
+    if runner.outcome.error is not None:
+        runner.join()
+        return exit_status(runner)
     if dashboard:
         from .app import run_dashboard
 
-        runner = run_dashboard(runner)  # the runs screen may have switched to another run
+        runner = run_dashboard(runner, started=True)  # the runs screen may switch runs
     else:
         from .headless import run_headless
 

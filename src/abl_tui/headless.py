@@ -19,7 +19,8 @@ def run_headless(runner: Runner, console: Console | None = None) -> RunState:
     """Run to the end, showing progress; Ctrl-C interrupts cleanly (the run stays resumable)."""
     console = console or Console()
     state = RunState()
-    runner.start()
+    if not runner.started:
+        runner.start()
     try:
         runner.wait_ready()
         if runner.run_id:

@@ -27,13 +27,13 @@ from async_batch_llm.core.config import RateLimitConfig
 from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
 from async_batch_llm.store import RunStore, StoreError
 
-from .batchfile import iter_items
+from .batchfile import BatchFileError, iter_items
 from .settings import RunSettings, build_strategy, settings_from_stored, stored_settings
 
 logger = logging.getLogger(__name__)
 
-#: Keys the runner adds to a run's stored settings: the items file and its item count.
-INGEST_FILE, INGEST_TOTAL = "items_file", "items_total"
+#: The key under which a run's stored settings keep its items file, for resuming an ingest.
+INGEST_FILE = "items_file"
 
 #: Events the UI buffer holds at most; past it the oldest detail is dropped (counts are
 #: re-read from the engine's stats, so only worker and failure detail can be lost).
@@ -78,7 +78,6 @@ class RunPlan:
     source: str = ""
     run_ref: str | None = None
     retry_failed: bool = False
-    expected_total: int | None = None  # items in the batch file (validated before the run)
     keep_open: bool = False  # dashboard: stay alive after the run for retries by hand
 
 
@@ -119,6 +118,8 @@ class Runner:
         self._workers: int | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._preload: asyncio.Future[Any] | None = None
+        self._new_store = False  # this run created the store file
+        self._bad_input = False  # the batch file was refused while being stored
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,6 +127,11 @@ class Runner:
         """Start the engine thread; returns at once (see :attr:`ready`)."""
         self._thread = threading.Thread(target=self._thread_main, name="abl-engine", daemon=True)
         self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` has been called."""
+        return self._thread is not None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait until the run is set up (run id known) or has failed to start."""
@@ -156,6 +162,7 @@ class Runner:
         try:
             if self.settings is not None:
                 self._preload_provider(self.settings)
+            self._new_store = not self.plan.db_path.exists()
             self._store = await RunStore.open(self.plan.db_path)
             await self._open_run()
             left = self.initial["total"] - self.initial["succeeded"] - self.initial["failed"]
@@ -165,9 +172,10 @@ class Runner:
             await self._run_rounds()
         except asyncio.CancelledError:
             self.outcome.interrupted = True
-        except StoreError as exc:
+        except (StoreError, BatchFileError) as exc:
             self.outcome.error = str(exc)
             self.outcome.usage_error = True
+            self._bad_input = isinstance(exc, BatchFileError)
         except Exception as exc:  # reported to the user, never a silent thread death
             logger.exception("the run failed")
             self.outcome.error = f"{type(exc).__name__}: {exc}"
@@ -175,16 +183,14 @@ class Runner:
             await self._close()
 
     async def _finish_ingest(self, run: Any) -> None:
-        """Store the rest of a batch whose ingest a crash cut short (items keep their order)."""
-        expected = run.settings.get(INGEST_TOTAL)
-        if expected is None or run.total >= expected:
-            return
+        """Store whatever a crash kept a never-started run from storing: the items after the
+        first ``run.total`` (ingest commits in input order), so doing it twice is harmless."""
         assert self._store is not None
         items_file = Path(run.settings.get(INGEST_FILE, ""))
         if not items_file.is_file():
             raise StoreError(
-                f"run {run.id} stopped while its batch was being stored ({run.total} of "
-                f"{expected} items) and its items file {items_file} is gone: run the batch again"
+                f"run {run.id} stopped before it started ({run.total} items stored) and its "
+                f"items file {items_file} is gone: run the batch again"
             )
         await self._store.ingest(run.id, itertools.islice(iter_items(items_file), run.total, None))
 
@@ -206,18 +212,22 @@ class Runner:
             settings = {
                 **stored_settings(plan.settings),
                 INGEST_FILE: str(plan.items_path.resolve()),
-                INGEST_TOTAL: plan.expected_total,
             }
             run_id = await store.create_run(
                 name=plan.settings.name, source=plan.source, settings=settings
             )
-            await store.ingest(run_id, iter_items(plan.items_path))
+            try:
+                await store.ingest(run_id, iter_items(plan.items_path))
+            except BatchFileError:
+                await store.delete_run(run_id)  # a bad file costs nothing, not even a run
+                raise
         else:
             run = await store.get_run(plan.run_ref)
             run_id = run.id
             self.settings = settings_from_stored(run.settings, name=run.name)
+            if run.status == "pending":  # never started: a crash may have cut its ingest short
+                await self._finish_ingest(run)
             await store.mark_interrupted(run_id)  # close what a crash left under way
-            await self._finish_ingest(run)
             if plan.retry_failed:
                 await store.reset_for_retry(run_id, None)
         self.run_id = self.outcome.run_id = run_id
@@ -348,6 +358,10 @@ class Runner:
         store = self._store
         if store is None:
             return
+        if self._bad_input and self._new_store:
+            await store.close()
+            self._remove_store_files()  # a bad file costs nothing, not even a store file
+            return
         try:
             if self.outcome.interrupted and self.run_id is not None:
                 processor = self._processor
@@ -363,6 +377,12 @@ class Runner:
                 )
         finally:
             await store.close()
+
+    def _remove_store_files(self) -> None:
+        path = self.plan.db_path
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").unlink()
 
     # ------------------------------------------------------------------ commands
 
