@@ -149,6 +149,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs per row")
     args = parser.parse_args()
 
+    # Streaming first, in a fresh process, so its peak RSS is its own.
+    rss_before = peak_rss_mb()
+    rate = timed(engine_streaming, args.stream_items, 100)
+    print(
+        f"streaming {args.stream_items:,} items, 100 workers: {rate:,.0f}/s, "
+        f"peak RSS {peak_rss_mb():.0f} MB (before: {rss_before:.0f} MB)"
+    )
+
     print(f"{args.items:,} items, best of {args.repeat} (runs interleaved)")
     print("engine:  MetricsObserver + a user observer with an async on_event")
     print("engine*: MetricsObserver + an observer on the sync fast path (like the store's)")
@@ -172,13 +180,6 @@ def main() -> None:
             f"{eng_sync / bare:.3f}x",
         )
         print("".join(f"{c:>13}" for c in cells))
-
-    rss_before = peak_rss_mb()
-    rate = timed(engine_streaming, args.stream_items, 100)
-    print(
-        f"streaming {args.stream_items:,} items, 100 workers: {rate:,.0f}/s, "
-        f"peak RSS {peak_rss_mb():.0f} MB (before: {rss_before:.0f} MB)"
-    )
 
 
 if __name__ == "__main__":
