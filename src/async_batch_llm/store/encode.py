@@ -74,11 +74,15 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_json_default).encode
+
+
 def to_json(value: Any) -> str | None:
     """Compact JSON text of ``value`` (None stays NULL); anything unknown becomes a string."""
     if value is None:
         return None
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    return _ENCODE(value)
 
 
 def from_json(text: str | None) -> Any:
@@ -86,19 +90,33 @@ def from_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def clean_text(text: str) -> str:
+    """``text`` as SQLite can store and give back: lone surrogates become "?"."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
 def encode_output(output: Any) -> tuple[str | None, int]:
     """``(text, is_json)`` for an item's output: strings as they are, the rest as JSON.
 
-    Pydantic models use their own ``model_dump_json`` (what a structured-output call returns).
+    Pydantic models use their own ``model_dump_json`` (what a structured-output call
+    returns). Never raises: an output that cannot be encoded is stored as its ``repr``.
     """
     if output is None:
         return None, 0
-    if isinstance(output, str):
-        return output, 0
-    dump = getattr(output, "model_dump_json", None)
-    if dump is not None:
-        return dump(), 1
-    return to_json(output), 1
+    if type(output) is str:
+        return clean_text(output), 0
+    try:
+        dump = getattr(output, "model_dump_json", None)
+        text = dump() if dump is not None else _ENCODE(output)
+    except Exception:
+        return clean_text(repr(output)), 0
+    return clean_text(text), 1
 
 
 def decode_output(text: str | None, is_json: int) -> Any:

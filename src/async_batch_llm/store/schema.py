@@ -26,30 +26,32 @@ ATTEMPT_OUTCOMES = ("ok", "retry", "rate_limited", "failed", "interrupted")
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
-# Run totals follow the items through one trigger, so every writer (the flush, a retry by
-# hand, a migration) keeps them right without reading the run back. It fires only when an
-# item enters or leaves a final status or its tokens/cost change: not on pending -> running.
-_TOTALS_TRIGGER = """
-CREATE TRIGGER items_totals AFTER UPDATE OF status, input_tokens, output_tokens,
-    cached_tokens, cost ON items
-WHEN (old.status IS NOT new.status
-      AND (old.status IN ('succeeded', 'failed') OR new.status IN ('succeeded', 'failed')))
-  OR old.input_tokens != new.input_tokens OR old.output_tokens != new.output_tokens
-  OR old.cached_tokens != new.cached_tokens OR old.cost IS NOT new.cost
-BEGIN
-  UPDATE runs SET
-    succeeded = succeeded + (new.status = 'succeeded') - (old.status = 'succeeded'),
-    failed = failed + (new.status = 'failed') - (old.status = 'failed'),
-    input_tokens = input_tokens + new.input_tokens - old.input_tokens,
-    output_tokens = output_tokens + new.output_tokens - old.output_tokens,
-    cached_tokens = cached_tokens + new.cached_tokens - old.cached_tokens,
-    cost = CASE WHEN new.cost IS old.cost THEN cost
-                ELSE COALESCE(cost, 0) + COALESCE(new.cost, 0) - COALESCE(old.cost, 0) END
-  WHERE id = new.run_id;
-END;
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """A CHECK on ``column`` written with OR: an ``IN`` list costs a temporary table per row."""
+    return " OR ".join(f"{column} = '{value}'" for value in values)
+
+
+# Run totals are kept by the code that changes items (the writer adds each flush's
+# arrivals; a retry by hand recounts), never by a trigger: even a trigger that does not
+# fire costs every item update a third more.
+RECOUNT_SQL = """
+UPDATE runs SET
+  total = (SELECT count(*) FROM items WHERE items.run_id = runs.id),
+  succeeded = (SELECT count(*) FROM items WHERE items.run_id = runs.id
+               AND items.status = 'succeeded'),
+  failed = (SELECT count(*) FROM items WHERE items.run_id = runs.id
+            AND items.status = 'failed' AND items.status <> 'succeeded'),
+  input_tokens = (SELECT COALESCE(sum(input_tokens), 0) FROM items
+                  WHERE items.run_id = runs.id),
+  output_tokens = (SELECT COALESCE(sum(output_tokens), 0) FROM items
+                   WHERE items.run_id = runs.id),
+  cached_tokens = (SELECT COALESCE(sum(cached_tokens), 0) FROM items
+                   WHERE items.run_id = runs.id),
+  cost = (SELECT sum(cost) FROM items WHERE items.run_id = runs.id)
 """
 
-_ATTEMPTS_TABLE = """
+_ATTEMPTS_TABLE = f"""
 CREATE TABLE attempts (
   run_id TEXT NOT NULL,
   item_id TEXT NOT NULL,
@@ -57,7 +59,7 @@ CREATE TABLE attempts (
   started_at REAL,
   ended_at REAL,
   duration REAL,
-  outcome TEXT CHECK (outcome IN ('ok', 'retry', 'rate_limited', 'failed', 'interrupted')),
+  outcome TEXT CHECK (outcome IS NULL OR {_one_of("outcome", ATTEMPT_OUTCOMES)}),
   error TEXT,
   error_category TEXT,
   wait REAL,                         -- backoff before the next attempt / suggested cooldown
@@ -75,8 +77,7 @@ CREATE TABLE runs (
   name TEXT,
   source TEXT,
   settings TEXT NOT NULL DEFAULT '{{}}',
-  status TEXT NOT NULL DEFAULT 'pending'
-    CHECK (status IN ('pending', 'running', 'completed', 'failed', 'interrupted')),
+  status TEXT NOT NULL DEFAULT 'pending' CHECK ({_one_of("status", RUN_STATUSES)}),
   created_at REAL NOT NULL,
   started_at REAL,
   finished_at REAL,
@@ -94,8 +95,7 @@ CREATE TABLE items (
   idx INTEGER NOT NULL,              -- input order
   prompt TEXT NOT NULL,
   context TEXT,                      -- JSON
-  status TEXT NOT NULL DEFAULT 'pending'
-    CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'interrupted')),
+  status TEXT NOT NULL DEFAULT 'pending' CHECK ({_one_of("status", ITEM_STATUSES)}),
   attempts INTEGER NOT NULL DEFAULT 0,     -- attempts over the item's whole life
   attempt_base INTEGER NOT NULL DEFAULT 0, -- attempts before the current session
   output TEXT,
@@ -111,13 +111,14 @@ CREATE TABLE items (
   duration REAL,
   PRIMARY KEY (run_id, item_id)
 );
-CREATE INDEX items_status ON items (run_id, status);
+-- Partial: succeeded items (most of a run) leave it, so recording a success costs one index
+-- delete instead of a delete and an insert. Queries add "status <> 'succeeded'" to use it.
+CREATE INDEX items_status ON items (run_id, status) WHERE status <> 'succeeded';
 CREATE UNIQUE INDEX items_order ON items (run_id, idx);
 {_ATTEMPTS_TABLE}
-{_TOTALS_TRIGGER}
 """
 
-# v1 -> v2: v1 had no cached tokens or cost, no attempt history and kept totals by hand.
+# v1 -> v2: v1 had no cached tokens or cost and no attempt history; totals are recounted.
 _MIGRATE_1_TO_2 = f"""
 ALTER TABLE runs ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN cost REAL;
@@ -126,17 +127,10 @@ ALTER TABLE items ADD COLUMN cost REAL;
 ALTER TABLE items ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE items ADD COLUMN output_json INTEGER NOT NULL DEFAULT 0;
 UPDATE items SET attempt_base = attempts;
+DROP INDEX IF EXISTS items_status;
+CREATE INDEX items_status ON items (run_id, status) WHERE status <> 'succeeded';
 {_ATTEMPTS_TABLE}
-{_TOTALS_TRIGGER}
-UPDATE runs SET
-  total = (SELECT count(*) FROM items WHERE items.run_id = runs.id),
-  succeeded = (SELECT count(*) FROM items WHERE items.run_id = runs.id
-               AND status = 'succeeded'),
-  failed = (SELECT count(*) FROM items WHERE items.run_id = runs.id AND status = 'failed'),
-  input_tokens = (SELECT COALESCE(sum(input_tokens), 0) FROM items
-                  WHERE items.run_id = runs.id),
-  output_tokens = (SELECT COALESCE(sum(output_tokens), 0) FROM items
-                   WHERE items.run_id = runs.id);
+{RECOUNT_SQL};
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
@@ -172,15 +166,17 @@ def _is_text(head: bytes) -> bool:
     return all(byte >= 32 or byte in b"\t\r\n" for byte in head)
 
 
-async def prepare(db: aiosqlite.Connection, path: Path, *, readonly: bool) -> None:
-    """Recognise ``path`` as ours, then create or migrate its schema (read-write only)."""
+async def inspect(db: aiosqlite.Connection, path: Path, *, readonly: bool) -> int:
+    """The schema version of ``path`` (0: an empty file to set up), once it is known to be ours.
+
+    Reads only, so a file that turns out not to be a run store is left exactly as it was.
+    """
     version = (await _one(db, "PRAGMA user_version"))[0]
     tables = [row[0] for row in await db.execute_fetchall(_TABLES)]
     if version == 0 and not tables:
         if readonly:
             raise StoreError(f"{path} is an empty database, not a run store")
-        await _script(db, CREATE_SCHEMA, SCHEMA_VERSION)
-        return
+        return 0
     marker = None
     if "meta" in tables:
         row = await _one(db, "SELECT value FROM meta WHERE key = 'app'")
@@ -195,16 +191,23 @@ async def prepare(db: aiosqlite.Connection, path: Path, *, readonly: bool) -> No
             f"{path} was written by a newer version (store schema v{version}; this version "
             f"reads up to v{SCHEMA_VERSION}): upgrade async_batch_llm to open it"
         )
-    if version < SCHEMA_VERSION:
-        if readonly:
-            raise StoreError(
-                f"{path} uses the older store schema v{version}: open it once read-write "
-                f"(any run or resume) to upgrade it to v{SCHEMA_VERSION}"
-            )
-        for step in range(version, SCHEMA_VERSION):
-            if step not in MIGRATIONS:
-                raise StoreError(f"{path}: no migration from store schema v{step}")
-            await _script(db, MIGRATIONS[step], step + 1)
+    if version < SCHEMA_VERSION and readonly:
+        raise StoreError(
+            f"{path} uses the older store schema v{version}: open it once read-write "
+            f"(any run or resume) to upgrade it to v{SCHEMA_VERSION}"
+        )
+    return version
+
+
+async def upgrade(db: aiosqlite.Connection, path: Path, version: int) -> None:
+    """Create the schema (version 0) or migrate it step by step to :data:`SCHEMA_VERSION`."""
+    if version == 0:
+        await _script(db, CREATE_SCHEMA, SCHEMA_VERSION)
+        return
+    for step in range(version, SCHEMA_VERSION):
+        if step not in MIGRATIONS:
+            raise StoreError(f"{path}: no migration from store schema v{step}")
+        await _script(db, MIGRATIONS[step], step + 1)
 
 
 _TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"

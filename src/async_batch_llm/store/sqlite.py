@@ -13,6 +13,7 @@ is killed at any instant; only an OS crash or power cut can lose the last commit
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
@@ -23,12 +24,13 @@ from typing import Any, TextIO
 
 import aiosqlite
 
-from .encode import from_json, new_run_id, strip_secrets, to_json
+from .encode import clean_text, from_json, new_run_id, strip_secrets, to_json
 from .errors import StoreError
 from .records import (
     ATTEMPT_COLUMNS,
     ITEM_COLUMNS,
     RUN_COLUMNS,
+    AttemptRecord,
     ItemRecord,
     PendingItem,
     RunSummary,
@@ -36,7 +38,7 @@ from .records import (
     item_from_row,
     run_from_row,
 )
-from .schema import ITEM_STATUSES, RUN_STATUSES, check_file, prepare
+from .schema import ITEM_STATUSES, RUN_STATUSES, SCHEMA_VERSION, check_file, inspect, upgrade
 from .writer import StoreObserver
 
 #: Rows per ingest transaction: large enough to amortise the commit, small enough for memory.
@@ -45,6 +47,8 @@ INGEST_BATCH = 5_000
 PAGE_SIZE = 1_000
 
 _NOT_DONE = ("pending", "running", "interrupted")
+#: The term that lets a query use the partial status index (which leaves out successes).
+_USE_STATUS_INDEX = "status <> 'succeeded'"
 
 _INSERT_ITEM = "INSERT INTO items (run_id, item_id, idx, prompt, context) VALUES (?, ?, ?, ?, ?)"
 _RESET_COLUMNS = (
@@ -79,18 +83,31 @@ class RunStore:
         path = Path(path).expanduser()
         check_file(path, readonly=readonly)
         uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "?mode=rwc")
+        connection = aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+        # aiosqlite's thread is not a daemon: a program that ends without closing the store
+        # (an exception, Ctrl-C) would hang at exit. SQLite rolls back what was unfinished.
+        thread = getattr(connection, "_thread", None)
+        if thread is not None and not thread.is_alive():
+            thread.daemon = True
         try:
-            db = await aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
+            db = await connection
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open run store {path}: {exc}") from None
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            version = await inspect(db, path, readonly=readonly)  # reads only
             if readonly:
                 await db.execute("PRAGMA query_only = 1")
             else:
                 await db.execute("PRAGMA journal_mode = WAL")
                 await db.execute("PRAGMA synchronous = NORMAL")
-            await prepare(db, path, readonly=readonly)
+                # Big flushes and ingests touch many pages: a 64 MiB cache keeps them from
+                # spilling mid-transaction (it grows only as pages are used).
+                await db.execute("PRAGMA cache_size = -65536")
+                # Checkpoint the WAL every ~40 MB rather than every 4 MB: far fewer fsyncs.
+                await db.execute("PRAGMA wal_autocheckpoint = 10000")
+                if version < SCHEMA_VERSION:
+                    await upgrade(db, path, version)
         except BaseException as exc:
             await db.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -129,7 +146,10 @@ class RunStore:
             raise StoreError(f"{self.path} is open read-only")
         db = self._db
         async with self._lock:
-            await db.execute("BEGIN IMMEDIATE")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # busy past busy_timeout
+                raise StoreError(f"{self.path} is locked by another writer ({exc})") from None
             try:
                 yield db
             except BaseException:
@@ -250,43 +270,43 @@ class RunStore:
         flat however many there are; each commit also adds its rows to the run's total.
         """
         await self._require_run(run_id)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         row = await self._fetchone(
             "SELECT COALESCE(MAX(idx), -1) + 1 FROM items WHERE run_id = ?", (run_id,)
         )
-        start = idx = row[0]
-        rows: list[tuple[Any, ...]] = []
-        if isinstance(items, AsyncIterable):
-            async for item in items:
-                rows.append(_item_row(run_id, idx, item))
-                idx += 1
-                if len(rows) >= batch_size:
-                    await self._insert_items(run_id, rows, start)
-                    rows = []
-        else:
-            for item in items:
-                rows.append(_item_row(run_id, idx, item))
-                idx += 1
-                if len(rows) >= batch_size:
-                    await self._insert_items(run_id, rows, start)
-                    rows = []
-        if rows:
-            await self._insert_items(run_id, rows, start)
-        return idx - start
-
-    async def _insert_items(self, run_id: str, rows: list[tuple[Any, ...]], start: int) -> None:
-        try:
-            async with self.transaction() as db:
-                await db.executemany(_INSERT_ITEM, rows)
-                await db.execute(
-                    "UPDATE runs SET total = total + ? WHERE id = ?", (len(rows), run_id)
-                )
-        except sqlite3.IntegrityError:
-            duplicate = await self._find_duplicate(run_id, rows)
-            stored = rows[0][2] - start
-            raise StoreError(
-                f"duplicate item id {duplicate!r} in run {run_id} (the first {stored} items "
-                f"are stored; item ids must be unique within a run)"
-            ) from None
+        chunks = _chunks(run_id, items, row[0], batch_size)
+        rows = await anext(chunks, None)
+        count = 0
+        while rows is not None:
+            # The next chunk is built while this one is inserted: SQLite works in its own
+            # thread (without the GIL), so reading the input and writing overlap.
+            error: Exception | None = None
+            try:
+                async with self.transaction() as db:
+                    insert = asyncio.ensure_future(db.executemany(_INSERT_ITEM, rows))
+                    await asyncio.sleep(0)  # hand the rows to the connection's thread
+                    try:
+                        following = await anext(chunks, None)
+                    except Exception as exc:  # bad input: store everything before it, then raise
+                        error, following = exc, None
+                    finally:
+                        await asyncio.wait([insert])
+                    insert.result()
+                    await db.execute(
+                        "UPDATE runs SET total = total + ? WHERE id = ?", (len(rows), run_id)
+                    )
+            except sqlite3.IntegrityError:
+                duplicate = await self._find_duplicate(run_id, rows)
+                raise StoreError(
+                    f"duplicate item id {duplicate!r} in run {run_id} (the first {count} items "
+                    f"are stored; item ids must be unique within a run)"
+                ) from None
+            count += len(rows)
+            if error is not None:
+                raise error
+            rows = following
+        return count
 
     async def _find_duplicate(self, run_id: str, rows: list[tuple[Any, ...]]) -> str:
         seen: set[str] = set()
@@ -360,7 +380,8 @@ class RunStore:
                 (run_id,),
             )
             cursor = await db.execute(
-                "UPDATE items SET status = 'interrupted' WHERE run_id = ? AND status = 'running'",
+                "UPDATE items SET status = 'interrupted' WHERE run_id = ? AND status = 'running' "
+                f"AND {_USE_STATUS_INDEX}",
                 (run_id,),
             )
             count = cursor.rowcount
@@ -378,13 +399,15 @@ class RunStore:
         Their attempt history stays: the next session's attempts are numbered after it
         (``attempts`` keeps counting; tokens and cost keep adding up). Items given by id
         may also be interrupted ones; others are left alone. Returns how many were reset;
-        the run's totals follow, and a finished run with work again becomes interrupted.
+        the run's failed count follows, and a finished run with work again becomes
+        interrupted (resumable).
         """
         await self._flush_observers(run_id)
         async with self.transaction() as db:
             if item_ids is None:
                 cursor = await db.execute(
-                    f"UPDATE items SET {_RESET_COLUMNS} WHERE run_id = ? AND status = 'failed'",
+                    f"UPDATE items SET {_RESET_COLUMNS} WHERE run_id = ? AND status = 'failed' "
+                    f"AND {_USE_STATUS_INDEX}",
                     (run_id,),
                 )
             else:
@@ -395,6 +418,11 @@ class RunStore:
                 )
             count = max(cursor.rowcount, 0)
             if count:
+                await db.execute(
+                    "UPDATE runs SET failed = (SELECT count(*) FROM items WHERE run_id = ?1 "
+                    f"AND status = 'failed' AND {_USE_STATUS_INDEX}) WHERE id = ?1",
+                    (run_id,),
+                )
                 await db.execute(
                     "UPDATE runs SET status = 'interrupted' WHERE id = ? "
                     "AND status IN ('completed', 'failed')",
@@ -423,6 +451,8 @@ class RunStore:
             statuses = [status] if isinstance(status, str) else list(status)
             where.append(f"status IN ({', '.join('?' * len(statuses))})")
             params.extend(statuses)
+            if "succeeded" not in statuses:
+                where.append(_USE_STATUS_INDEX)
         if search:
             pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern += "%"
@@ -452,16 +482,44 @@ class RunStore:
             "ORDER BY attempt",
             (run_id, item_id),
         )
-        return item_from_row(row, tuple(attempt_from_row(a) for a in attempts))
+        history = [attempt_from_row(a) for a in attempts]
+        record = item_from_row(row)
+        if (
+            record.status == "succeeded"
+            and record.attempts
+            and (not history or history[-1].attempt < record.attempts)
+        ):
+            # The writer keeps no row for a first attempt that succeeded within one flush.
+            history.append(
+                AttemptRecord(
+                    record.attempts,
+                    record.started_at,
+                    record.finished_at,
+                    record.duration,
+                    "ok",
+                    None,
+                    None,
+                    None,
+                )
+            )
+        return dataclasses.replace(record, history=tuple(history))
 
     async def counts(self, run_id: str) -> dict[str, int]:
-        """Items per status (every status present, zeros included) and ``total``."""
+        """Items per status (every status present, zeros included) and ``total``.
+
+        Reads the partial status index (items not succeeded) and the run's total, so it
+        costs in proportion to the items not yet succeeded, not to the run's size.
+        """
         rows = await self._fetchall(
-            "SELECT status, count(*) FROM items WHERE run_id = ? GROUP BY status", (run_id,)
+            "SELECT status, count(*) FROM items WHERE run_id = ? "
+            f"AND {_USE_STATUS_INDEX} GROUP BY status",
+            (run_id,),
         )
+        total = await self._fetchone("SELECT total FROM runs WHERE id = ?", (run_id,))
         counts = dict.fromkeys(ITEM_STATUSES, 0)
         counts.update({status: number for status, number in rows})
-        counts["total"] = sum(number for _, number in rows)
+        counts["total"] = total[0] if total else 0
+        counts["succeeded"] = counts["total"] - sum(number for _, number in rows)
         return counts
 
     async def failed_items(self, run_id: str, limit: int | None = 100) -> list[ItemRecord]:
@@ -496,29 +554,62 @@ class RunStore:
         return "\n".join(str(row[0]) for row in rows)
 
 
+async def _chunks(
+    run_id: str, items: Iterable[Any] | AsyncIterable[Any], start: int, size: int
+) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """Insert rows of ``items`` in lists of ``size``, numbered from ``start`` in input order."""
+    rows: list[tuple[Any, ...]] = []
+    idx = start
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            rows.append(_item_row(run_id, idx, item))
+            idx += 1
+            if len(rows) >= size:
+                yield rows
+                rows = []
+    else:
+        for item in items:
+            rows.append(_item_row(run_id, idx, item))
+            idx += 1
+            if len(rows) >= size:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+_MISSING: Any = object()
+
+
 def _item_row(run_id: str, idx: int, item: Any) -> tuple[Any, ...]:
     """The insert row of one input item (duck-typed: object, mapping or tuple)."""
-    if isinstance(item, tuple | list):
+    if type(item) is tuple or type(item) is list:
         item_id = item[0]
         prompt = item[1] if len(item) > 1 else ""
         context = item[2] if len(item) > 2 else None
+    elif (prompt := getattr(item, "prompt", _MISSING)) is not _MISSING:
+        item_id = getattr(item, "id", None)
+        if item_id is None:
+            item_id = getattr(item, "item_id", None)
+        context = getattr(item, "context", None)
     elif isinstance(item, Mapping):
         item_id = item.get("id", item.get("item_id"))
         prompt = item.get("prompt", "")
         context = item.get("context")
     else:
-        item_id = getattr(item, "id", None)
-        if item_id is None:
-            item_id = getattr(item, "item_id", None)
-        prompt = getattr(item, "prompt", "")
-        context = getattr(item, "context", None)
+        raise StoreError(
+            f"item #{idx + 1}: expected an object with id and prompt, a mapping or a tuple, "
+            f"got {type(item).__name__}"
+        )
     if type(item_id) is not str:
         if isinstance(item_id, int) and not isinstance(item_id, bool):
             item_id = str(item_id)
         else:
             raise StoreError(f"item #{idx + 1}: the id must be a string, got {item_id!r}")
-    if not item_id.strip():
+    if not item_id or item_id.isspace():
         raise StoreError(f"item #{idx + 1}: the id is empty")
+    if not item_id.isascii() and not _is_utf8(item_id):
+        raise StoreError(f"item #{idx + 1}: the id is not valid text (a lone surrogate)")
     if type(prompt) is not str:
         if prompt is None:
             prompt = ""
@@ -526,7 +617,18 @@ def _item_row(run_id: str, idx: int, item: Any) -> tuple[Any, ...]:
             raise StoreError(
                 f"item {item_id!r}: the prompt must be a string, got {type(prompt).__name__}"
             )
-    return (run_id, item_id, idx, prompt, None if context is None else to_json(context))
+    if not prompt.isascii() and not _is_utf8(prompt):
+        raise StoreError(f"item {item_id!r}: the prompt is not valid text (a lone surrogate)")
+    return (run_id, item_id, idx, prompt, None if context is None else clean_text(to_json(context)))
+
+
+def _is_utf8(text: str) -> bool:
+    """False for text SQLite cannot store (lone surrogates, e.g. from a JSON "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _database_error(path: Path, exc: sqlite3.DatabaseError) -> str:
