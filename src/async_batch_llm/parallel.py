@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 _STOP: Any = object()  # end-of-input marker, passed from worker to worker
 _EV = ProcessingEvent
+_YIELD_EVERY = 32  # items a worker processes before it lets the loop run others
 _CANCELLED = asyncio.CancelledError
 
 
@@ -398,6 +399,7 @@ class ParallelBatchProcessor(
         )
         collect = self._collect
         idle = self._idle_workers
+        done = 0
         try:
             while len(self._workers) - len(self._retiring) <= self._target_workers:
                 if backlog:
@@ -428,6 +430,11 @@ class ParallelBatchProcessor(
                     await deliver(result)
                 elif collect:
                     results.append(result)
+                done += 1
+                if not done % _YIELD_EVERY:
+                    # Calls that finish without awaiting (dry runs, caches) never suspend:
+                    # let the other workers, the store's writer and timers have the loop.
+                    await asyncio.sleep(0)
         finally:
             self._workers.pop(worker_id, None)
             self._retiring.discard(worker_id)
