@@ -29,6 +29,7 @@ from async_batch_llm.store import RunStore, StoreError
 
 from .batchfile import BatchFileError, iter_items
 from .settings import RunSettings, build_strategy, settings_from_stored, stored_settings
+from .state import stored_run
 
 logger = logging.getLogger(__name__)
 
@@ -232,24 +233,7 @@ class Runner:
                 await store.reset_for_retry(run_id, None)
         self.run_id = self.outcome.run_id = run_id
         run = await store.get_run(run_id)
-        self.initial = {
-            "run_id": run_id,
-            "name": run.name,
-            "model": self.settings.model if self.settings else "",
-            "rpm": self.settings.rpm if self.settings else None,
-            "tpm": self.settings.tpm if self.settings else None,
-            "total": run.total,
-            "succeeded": run.succeeded,
-            "failed": run.failed,
-            "input_tokens": run.input_tokens,
-            "output_tokens": run.output_tokens,
-            "cached_tokens": run.cached_tokens,
-            "cost": run.cost,
-            "failed_items": [
-                (row.item_id, row.error_category or "unknown", row.error or "", row.attempts)
-                for row in await store.failed_items(run_id, limit=5_000)
-            ],
-        }
+        self.initial = stored_run(run, await store.failed_items(run_id, limit=5_000))
 
     async def _run_rounds(self) -> None:
         store = self._store

@@ -337,3 +337,26 @@ _HANDLERS = {
     "cooldown_started": RunState._on_cooldown_started,
     "cooldown_ended": RunState._on_cooldown_ended,
 }
+
+
+def stored_run(run: Any, failed: Iterable[Any]) -> dict[str, Any]:
+    """A stored run (summary) and its failed items as :meth:`RunState.load` takes them."""
+    settings = getattr(run, "settings", None) or {}
+    return {
+        "run_id": run.id,
+        "name": run.name,
+        "model": settings.get("model", ""),
+        "rpm": settings.get("rpm"),
+        "tpm": settings.get("tpm"),
+        "total": run.total,
+        "succeeded": run.succeeded,
+        "failed": run.failed,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cached_tokens": run.cached_tokens,
+        "cost": run.cost,
+        "failed_items": [
+            (item.item_id, item.error_category or "unknown", item.error or "", item.attempts)
+            for item in failed
+        ],
+    }

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from .app import DashboardApp
 from .session import Dashboard
-from .state import MAX_FAILED_ROWS, WorkerState
+from .state import MAX_FAILED_ROWS, WorkerState, stored_run
 
 #: Seconds between two reads of the store.
 POLL_SECONDS = 0.5
@@ -92,29 +92,6 @@ class StoreSource:
             self._store = None
 
 
-def _initial(run: Any, failed: list[Any]) -> dict[str, Any]:
-    """A stored run as :meth:`RunState.load` takes it (what the runner builds on start)."""
-    settings = getattr(run, "settings", None) or {}
-    return {
-        "run_id": run.id,
-        "name": run.name,
-        "model": settings.get("model", ""),
-        "rpm": settings.get("rpm"),
-        "tpm": settings.get("tpm"),
-        "total": run.total,
-        "succeeded": run.succeeded,
-        "failed": run.failed,
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "cached_tokens": run.cached_tokens,
-        "cost": run.cost,
-        "failed_items": [
-            (item.item_id, item.error_category or "unknown", item.error or "", item.attempts)
-            for item in failed
-        ],
-    }
-
-
 def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None:
     """Fold one poll into the dashboard: totals, failed items, workers, status and rates."""
     state = dashboard.state
@@ -122,7 +99,7 @@ def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None
     before_tokens = state.totals.input_tokens + state.totals.output_tokens
     already_done = state.already_done
     run = snapshot.run
-    state.load(_initial(run, snapshot.failed))
+    state.load(stored_run(run, snapshot.failed))
     if before_done is None:
         dashboard.seeded = True
     else:
