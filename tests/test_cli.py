@@ -15,7 +15,6 @@ import importlib.util
 import io
 import json
 import math
-import os
 import re
 import sqlite3
 import subprocess
@@ -32,6 +31,7 @@ import pytest
 import abl_tui
 from async_batch_llm.store import RunStore
 from async_batch_llm.testing.simulator import ProviderSimulator
+from support import cli_env
 
 DB_NAME = "abl-runs.db"  # the default store, in the current folder
 ANSI = re.compile(r"\x1b[\[\]]")
@@ -64,25 +64,6 @@ PRICED_MODEL = "gpt-4o-mini"  # in litellm's bundled cost map, so the store gets
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of an ``abl-tui`` subprocess: no store, keys, proxies or forced colour."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"ABL_DB", "FORCE_COLOR", "CLICOLOR_FORCE", "COLUMNS", "LINES"}
-        and not key.endswith("_API_KEY")
-        and not key.lower().endswith("_proxy")
-    }
-    env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        PYTHONIOENCODING="utf-8",
-    )
-    env.update(extra)
-    return env
 
 
 def abl(

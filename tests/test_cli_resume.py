@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import signal
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from support import cli_env
 
 ABL = [sys.executable, "-m", "abl_tui.cli"]  # the abl-tui command, as this Python runs it
 SIMULATOR = [sys.executable, "-m", "async_batch_llm.testing.simulator"]
@@ -46,24 +47,6 @@ ITEM_IDS = [f"item-{n:04d}" for n in range(N_ITEMS)]
 PROMPTS = {f"item-{n:04d}": prompt_of(n) for n in range(N_ITEMS)}
 ID_OF_PROMPT = {prompt: item_id for item_id, prompt in PROMPTS.items()}
 assert all(len(p) < 200 for p in PROMPTS.values())
-
-
-def cli_env() -> dict[str, str]:
-    """No store, API keys, proxies or forced colours from the caller; litellm stays offline."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"ABL_DB", "FORCE_COLOR", "CLICOLOR_FORCE", "COLUMNS", "LINES"}
-        and not key.endswith("_API_KEY")
-        and not key.lower().endswith("_proxy")
-    }
-    env.update(
-        LITELLM_LOCAL_MODEL_COST_MAP="True",
-        NO_PROXY="127.0.0.1,localhost",
-        no_proxy="127.0.0.1,localhost",
-        PYTHONIOENCODING="utf-8",
-    )
-    return env
 
 
 def _default_sigint() -> None:

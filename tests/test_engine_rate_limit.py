@@ -22,20 +22,10 @@ from async_batch_llm import (
     TokenUsage,
 )
 from async_batch_llm.testing import FakeStrategy
+from support import results_by_id
 
 EV = ProcessingEvent
 Config = Callable[..., ProcessorConfig]
-
-
-async def run_items(
-    processor: ParallelBatchProcessor[Any, Any, Any], strategy: Any, prompts: list[str]
-) -> dict[str, Any]:
-    async with processor:
-        for prompt in prompts:
-            await processor.add_work(LLMWorkItem(prompt, strategy, prompt))
-        batch = await asyncio.wait_for(processor.process_all(), 20)
-    assert sorted(r.item_id for r in batch.results) == sorted(prompts)
-    return {r.item_id: r for r in batch.results}
 
 
 def starts_during_cooldowns(recorder: Any) -> list[tuple[str, int]]:
@@ -95,7 +85,7 @@ async def test_one_coordinator_for_a_burst_of_rate_limits(
         config=fast_config(max_workers=workers, rate_limit={"cooldown_seconds": 0.05}),
         observers=[recorder],
     )
-    results = await run_items(processor, strategy, prompts)
+    results = await results_by_id(processor, strategy, prompts)
     assert all(r.success for r in results.values())
     hits = recorder.of(EV.RATE_LIMIT_HIT)
     assert len(hits) == workers
@@ -116,7 +106,7 @@ async def test_no_attempt_starts_during_a_cooldown(fast_config: Config, recorder
         config=fast_config(max_workers=3, rate_limit={"cooldown_seconds": 0.02}),
         observers=[recorder],
     )
-    results = await run_items(processor, strategy, prompts)
+    results = await results_by_id(processor, strategy, prompts)
     assert all(r.success for r in results.values())
     assert len(recorder.of(EV.COOLDOWN_STARTED)) >= 2
     assert starts_during_cooldowns(recorder) == []
@@ -133,7 +123,7 @@ async def test_no_attempt_starts_during_a_cooldown_with_pacing(
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=2, max_requests_per_minute=600), observers=[recorder]
     )
-    results = await run_items(processor, strategy, ["a", "b"])
+    results = await results_by_id(processor, strategy, ["a", "b"])
     assert all(r.success for r in results.values())
     assert len(recorder.of(EV.COOLDOWN_STARTED)) == 1
     assert starts_during_cooldowns(recorder) == []
@@ -153,7 +143,7 @@ async def test_no_attempt_starts_during_a_cooldown_after_slow_start_delay(
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=2), rate_limit_strategy=limiter, observers=[recorder]
     )
-    results = await run_items(processor, strategy, ["a", "b", "c"])
+    results = await results_by_id(processor, strategy, ["a", "b", "c"])
     assert all(r.success for r in results.values())
     assert len(recorder.of(EV.COOLDOWN_STARTED)) == 2
     assert starts_during_cooldowns(recorder) == []
@@ -173,7 +163,7 @@ async def test_retry_backoff_does_not_start_during_cooldown(
         ),
         observers=[recorder],
     )
-    results = await run_items(processor, strategy, ["slow-retry", "limited"])
+    results = await results_by_id(processor, strategy, ["slow-retry", "limited"])
     assert all(r.success for r in results.values())
     assert starts_during_cooldowns(recorder) == []
 
@@ -185,7 +175,7 @@ async def test_retry_after_is_honoured(fast_config: Config, recorder: Any) -> No
         config=fast_config(rate_limit={"cooldown_seconds": 300.0}),
         observers=[recorder],
     )
-    results = await run_items(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert results["x"].success
     (cooldown,) = recorder.of(EV.COOLDOWN_STARTED)
     assert cooldown["duration"] == pytest.approx(0.05)
@@ -196,7 +186,7 @@ async def test_retry_after_is_honoured(fast_config: Config, recorder: Any) -> No
 async def test_rate_limits_do_not_use_up_max_attempts(fast_config: Config) -> None:
     strategy = FakeStrategy(script={"x": ["rate_limit:0.001"] * 5 + ["ok"]})
     processor = ParallelBatchProcessor(config=fast_config(retry={"max_attempts": 2}))
-    results = await run_items(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert results["x"].success
     assert [a for _, a in strategy.calls] == [1, 2, 3, 4, 5, 6]
 
@@ -205,7 +195,7 @@ async def test_rate_limits_and_errors_counted_separately(fast_config: Config) ->
     steps = ["rate_limit:0.001", "server_error", "rate_limit:0.001", "rate_limit:0.001", "ok"]
     strategy = FakeStrategy(script={"x": steps})
     processor = ParallelBatchProcessor(config=fast_config(retry={"max_attempts": 2}))
-    results = await run_items(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert results["x"].success
     assert len(strategy.calls) == 5
 
@@ -216,7 +206,7 @@ async def test_rate_limit_retries_have_their_own_budget(fast_config: Config, rec
         config=fast_config(retry={"max_attempts": 10}, rate_limit={"max_rate_limit_retries": 3}),
         observers=[recorder],
     )
-    results = await run_items(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert not results["x"].success
     assert len(strategy.calls) == 4  # the first call plus 3 rate-limit retries
     assert results["x"].error_category == "rate_limit"
@@ -227,7 +217,7 @@ async def test_rate_limit_retries_have_their_own_budget(fast_config: Config, rec
 async def test_default_rate_limit_budget_is_twenty(fast_config: Config) -> None:
     strategy = FakeStrategy(script={"x": ["rate_limit:0.0001"] * 30})
     processor = ParallelBatchProcessor(config=fast_config(rate_limit={"cooldown_seconds": 0.0}))
-    results = await run_items(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert not results["x"].success
     assert len(strategy.calls) == 21
 
@@ -257,7 +247,7 @@ async def test_slow_start_applied_after_the_cooldown(fast_config: Config) -> Non
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=1), rate_limit_strategy=limiter
     )
-    results = await run_items(processor, strategy, ["a", "b", "c", "d", "e"])
+    results = await results_by_id(processor, strategy, ["a", "b", "c", "d", "e"])
     assert all(r.success for r in results.values())
     assert limiter.on_rate_limit_calls == [(0, 1)]
     # Asked once per attempt after the cooldown, counting up, until it says stop;
@@ -305,7 +295,7 @@ async def test_consecutive_limits_grow_the_cooldown(fast_config: Config, recorde
         ),
         observers=[recorder],
     )
-    results = await run_items(processor, strategy, ["x", "y"])
+    results = await results_by_id(processor, strategy, ["x", "y"])
     assert all(r.success for r in results.values())
     cooldowns = recorder.of(EV.COOLDOWN_STARTED)
     assert [c["consecutive"] for c in cooldowns] == [1, 2, 3]
@@ -318,7 +308,7 @@ async def test_fixed_delay_strategy_in_a_run(fast_config: Config, recorder: Any)
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=1), rate_limit_strategy=limiter, observers=[recorder]
     )
-    results = await run_items(processor, strategy, ["a", "b"])
+    results = await results_by_id(processor, strategy, ["a", "b"])
     assert all(r.success for r in results.values())
     assert [c["duration"] for c in recorder.of(EV.COOLDOWN_STARTED)] == [0.02]
     assert limiter.should_apply_slow_start(1000) == (True, 0.001)
@@ -377,7 +367,7 @@ async def test_requests_per_minute_spaces_starts(fast_config: Config) -> None:
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=4, max_requests_per_minute=600)
     )
-    await run_items(processor, strategy, [f"p{n}" for n in range(4)])
+    await results_by_id(processor, strategy, [f"p{n}" for n in range(4)])
     starts = sorted(strategy.starts)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 3
@@ -395,7 +385,7 @@ async def test_tokens_per_minute_spaces_starts(fast_config: Config) -> None:
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=4, max_tokens_per_minute=6000)
     )
-    await run_items(processor, strategy, [f"p{n}" for n in range(4)])
+    await results_by_id(processor, strategy, [f"p{n}" for n in range(4)])
     starts = sorted(strategy.starts)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap >= 0.1 - TOLERANCE for gap in gaps), gaps

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Callable
@@ -35,20 +34,10 @@ from async_batch_llm import (
     TokenUsage,
 )
 from async_batch_llm.testing import FakeStrategy, MockAgent, mock_strategy
+from support import results_by_id
 
 EV = ProcessingEvent
 Config = Callable[..., ProcessorConfig]
-
-
-async def run(
-    processor: ParallelBatchProcessor[Any, Any, Any], strategy: Any, prompts: list[str]
-) -> dict[str, Any]:
-    async with processor:
-        for prompt in prompts:
-            await processor.add_work(LLMWorkItem(prompt, strategy, prompt))
-        batch = await asyncio.wait_for(processor.process_all(), 20)
-    assert sorted(r.item_id for r in batch.results) == sorted(prompts)
-    return {r.item_id: r for r in batch.results}
 
 
 # --------------------------------------------------------------------------- base strategy
@@ -84,7 +73,9 @@ async def test_base_strategy_defaults() -> None:
 
 async def test_mock_agent_through_pydantic_ai_strategy(fast_config: Config) -> None:
     agent = MockAgent(latency=0.0, response_factory=lambda p: {"echo": p})
-    results = await run(ParallelBatchProcessor(config=fast_config()), mock_strategy(agent), ["a"])
+    results = await results_by_id(
+        ParallelBatchProcessor(config=fast_config()), mock_strategy(agent), ["a"]
+    )
     assert results["a"].success
     assert results["a"].output == {"echo": "a"}
     assert results["a"].token_usage["input_tokens"] == 10
@@ -114,7 +105,7 @@ async def test_mock_agent_rate_limit_on_call(fast_config: Config, recorder: Any)
         config=fast_config(max_workers=1, rate_limit={"cooldown_seconds": 0.02}),
         observers=[recorder],
     )
-    results = await run(processor, mock_strategy(agent), ["a", "b", "c"])
+    results = await results_by_id(processor, mock_strategy(agent), ["a", "b", "c"])
     assert all(r.success for r in results.values())
     assert len(recorder.of(EV.RATE_LIMIT_HIT)) == 1
     assert [d["duration"] for d in recorder.of(EV.COOLDOWN_STARTED)] == [0.02]
@@ -126,7 +117,7 @@ async def test_mock_agent_timeout_on_call(fast_config: Config, recorder: Any) ->
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=1, timeout_per_item=0.05), observers=[recorder]
     )
-    results = await run(processor, mock_strategy(agent), ["a"])
+    results = await results_by_id(processor, mock_strategy(agent), ["a"])
     assert results["a"].success and results["a"].attempts == 2
     (retry,) = recorder.of(EV.ITEM_RETRY)
     assert retry["error_type"] == FrameworkTimeoutError.__name__
@@ -135,7 +126,7 @@ async def test_mock_agent_timeout_on_call(fast_config: Config, recorder: Any) ->
 async def test_mock_agent_failure_rate(fast_config: Config) -> None:
     agent = MockAgent(latency=0.0, failure_rate=1.0)
     processor = ParallelBatchProcessor(config=fast_config(retry={"max_attempts": 2}))
-    results = await run(processor, mock_strategy(agent), ["a"])
+    results = await results_by_id(processor, mock_strategy(agent), ["a"])
     assert not results["a"].success
     assert "random mock failure" in (results["a"].error or "")
     assert agent.call_count == 2
@@ -180,7 +171,7 @@ async def test_pydantic_ai_strategy_with_legacy_result_shape(fast_config: Config
         async def run(self, prompt: str) -> LegacyResult:
             return LegacyResult()
 
-    results = await run(
+    results = await results_by_id(
         ParallelBatchProcessor(config=fast_config()), PydanticAIStrategy(Agent()), ["a"]
     )
     assert results["a"].output == "legacy output"
@@ -250,7 +241,9 @@ def test_llm_model_protocols() -> None:
 
 async def test_gemini_strategy_output_usage_and_safety_ratings(fast_config: Config) -> None:
     model = Model()
-    results = await run(ParallelBatchProcessor(config=fast_config()), GeminiStrategy(model), ["a"])
+    results = await results_by_id(
+        ParallelBatchProcessor(config=fast_config()), GeminiStrategy(model), ["a"]
+    )
     result = results["a"]
     assert result.success and result.output == "gen:a"
     assert result.token_usage["total_tokens"] == 7
@@ -260,7 +253,9 @@ async def test_gemini_strategy_output_usage_and_safety_ratings(fast_config: Conf
 async def test_gemini_strategy_raises_temperature_on_retry(fast_config: Config) -> None:
     model = Model(fail_first=2)
     strategy = GeminiStrategy(model, temperature=0.2, retry_temperature_step=0.1)
-    results = await run(ParallelBatchProcessor(config=fast_config(max_workers=1)), strategy, ["a"])
+    results = await results_by_id(
+        ParallelBatchProcessor(config=fast_config(max_workers=1)), strategy, ["a"]
+    )
     assert results["a"].success
     assert model.temperatures == pytest.approx([0.2, 0.3, 0.4])
 
@@ -395,7 +390,7 @@ async def test_processor_error_classifier_is_used(fast_config: Config, recorder:
     processor = ParallelBatchProcessor(
         config=fast_config(), error_classifier=classifier, observers=[recorder]
     )
-    results = await run(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert not results["x"].success
     assert len(strategy.calls) == 1
     assert classifier.seen == ["FakeServerError"]
@@ -407,7 +402,7 @@ async def test_strategy_error_classifier_used_when_processor_has_none(fast_confi
     classifier = NeverRetry()
     strategy = FakeStrategy(script={"x": ["server_error"]})
     strategy.error_classifier = classifier
-    results = await run(ParallelBatchProcessor(config=fast_config()), strategy, ["x"])
+    results = await results_by_id(ParallelBatchProcessor(config=fast_config()), strategy, ["x"])
     assert not results["x"].success
     assert classifier.seen == ["FakeServerError"]
 
@@ -419,7 +414,7 @@ async def test_raising_classifier_falls_back_to_default(fast_config: Config) -> 
 
     strategy = FakeStrategy(script={"x": ["server_error"]})
     processor = ParallelBatchProcessor(config=fast_config(), error_classifier=Broken())
-    results = await run(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert results["x"].success and len(strategy.calls) == 2
 
 
@@ -436,7 +431,7 @@ async def test_custom_classifier_suggested_wait_sets_cooldown(
         error_classifier=Limited(),
         observers=[recorder],
     )
-    results = await run(processor, strategy, ["x"])
+    results = await results_by_id(processor, strategy, ["x"])
     assert results["x"].success
     assert [d["duration"] for d in recorder.of(EV.COOLDOWN_STARTED)] == [0.03]
 
@@ -499,7 +494,7 @@ async def test_fake_strategy_steps(
     fast_config: Config, step: Any, category: str, calls: int
 ) -> None:
     strategy = FakeStrategy(default_script=[step] * 5)
-    results = await run(ParallelBatchProcessor(config=fast_config()), strategy, ["x"])
+    results = await results_by_id(ParallelBatchProcessor(config=fast_config()), strategy, ["x"])
     assert not results["x"].success
     assert results["x"].error_category == category
     assert len(strategy.calls) == calls
@@ -507,7 +502,9 @@ async def test_fake_strategy_steps(
 
 async def test_fake_strategy_script_by_prompt_then_ok(fast_config: Config) -> None:
     strategy = FakeStrategy(script={"a": ["error"]}, response=str.upper)
-    results = await run(ParallelBatchProcessor(config=fast_config()), strategy, ["a", "b"])
+    results = await results_by_id(
+        ParallelBatchProcessor(config=fast_config()), strategy, ["a", "b"]
+    )
     assert results["a"].output == "A" and results["a"].attempts == 2
     assert results["b"].output == "B" and results["b"].attempts == 1
     assert sorted(strategy.calls) == [("a", 1), ("a", 2), ("b", 1)]
