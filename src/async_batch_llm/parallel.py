@@ -548,27 +548,20 @@ class ParallelBatchProcessor(
                     pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
                 if self._consecutive_limits:
                     self._consecutive_limits = 0
-                if self.middlewares:
-                    return await self._succeed_with_middleware(
-                        item,
-                        index,
-                        worker_id,
-                        output,
-                        attempt,
-                        started,
-                        (usage_in, usage_out, usage_cached, cost),
-                        metadata,
-                    )
-                return self._succeed(
+                result = self._success_result(
                     item,
                     index,
-                    worker_id,
                     output,
                     attempt,
                     started,
                     (usage_in, usage_out, usage_cached, cost),
                     metadata,
                 )
+                if self.middlewares:
+                    result = await self._after_process(result)
+                if emit:
+                    self._emit_completed(result, worker_id)
+                return result
 
             # ---- the attempt failed
             failed_usage = failed_attempt_usage(exc)
@@ -718,43 +711,15 @@ class ParallelBatchProcessor(
 
     # ----------------------------------------------------------------- outcomes
 
-    def _succeed(
-        self,
-        item: LLMWorkItem[TInput, TOutput, TContext],
-        index: int,
-        worker_id: int,
-        output: Any,
-        attempts: int,
-        started: float,
-        totals: tuple[int, int, int, float | None],
-        metadata: dict[str, Any] | None,
+    async def _after_process(
+        self, result: WorkItemResult[TOutput, TContext]
     ) -> WorkItemResult[TOutput, TContext]:
-        """The result of a successful item, announced to the observers."""
-        result = self._success_result(item, index, output, attempts, started, totals, metadata)
-        if self._events.observers:
-            self._emit_completed(result, worker_id)
-        return result
-
-    async def _succeed_with_middleware(
-        self,
-        item: LLMWorkItem[TInput, TOutput, TContext],
-        index: int,
-        worker_id: int,
-        output: Any,
-        attempts: int,
-        started: float,
-        totals: tuple[int, int, int, float | None],
-        metadata: dict[str, Any] | None,
-    ) -> WorkItemResult[TOutput, TContext]:
-        """As :meth:`_succeed`, after each middleware's ``after_process`` (reverse order)."""
-        result = self._success_result(item, index, output, attempts, started, totals, metadata)
+        """Each middleware's ``after_process`` on a success, in reverse order."""
         for middleware in reversed(self.middlewares):
             try:
                 result = await middleware.after_process(result)
             except Exception:
                 logger.exception("middleware %r after_process failed; skipped", middleware)
-        if self._events.observers:
-            self._emit_completed(result, worker_id)
         return result
 
     @staticmethod
