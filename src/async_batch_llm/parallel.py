@@ -30,8 +30,9 @@ from .base import (
     WorkItemResult,
 )
 from .core.config import ProcessorConfig
-from .core.events import EventDispatcher, ResumedCoroutine
+from .core.events import EventDispatcher
 from .core.pacing import Pacer
+from .core.resume import ResumedCoroutine
 from .middleware.base import Middleware
 from .observers.base import ProcessingEvent, ProcessorObserver
 from .strategies.errors import (
@@ -51,6 +52,7 @@ _STOP: Any = object()  # end-of-input marker, passed from worker to worker
 _EV = ProcessingEvent
 _YIELD_EVERY = 32  # items a worker processes before it lets the loop run others
 _CANCELLED = asyncio.CancelledError
+_perf_counter = time.perf_counter
 
 
 class _Strategy:
@@ -111,7 +113,13 @@ class ParallelBatchProcessor(
         self._stats = ProcessingStats()
         self._strategies: dict[int, tuple[Any, _Strategy]] = {}
         self._prepared: set[int] = set()  # ids of prepared strategies: the hot path's check
-        self._emit = self._events.emit if self._events.observers else None
+        # One delivery function per hot event (None when no observer takes it).
+        emitter = self._events.emitter
+        self._on_started = emitter(_EV.ITEM_STARTED)
+        self._on_completed = emitter(_EV.ITEM_COMPLETED)
+        self._on_failed = emitter(_EV.ITEM_FAILED)
+        self._on_retry = emitter(_EV.ITEM_RETRY)
+        self._on_rate_limit = emitter(_EV.RATE_LIMIT_HIT)
         self._backlog: deque[tuple[int, LLMWorkItem[TInput, TOutput, TContext]]] = deque()
         self._queue: asyncio.Queue[Any] | None = None
         self._results: list[WorkItemResult[TOutput, TContext]] = []
@@ -136,6 +144,7 @@ class ParallelBatchProcessor(
         self._cooldown_handle: asyncio.TimerHandle | None = None
         self._consecutive_limits = 0
         self._slow_start_count = -1  # -1: no slow start in force
+        self._admit_freely = False  # see _refresh_admission
         self._last_progress = 0
         self._start_monotonic = 0.0
 
@@ -294,12 +303,14 @@ class ParallelBatchProcessor(
         self._paused = True
         if self._gate is not None:
             self._gate.clear()
+        self._refresh_admission()
 
     def resume(self) -> None:
         """Start attempts again (after any cooldown in force)."""
         self._paused = False
         if self._gate is not None and self._cooldown_handle is None:
             self._gate.set()
+        self._refresh_admission()
 
     @property
     def paused(self) -> bool:
@@ -362,6 +373,7 @@ class ParallelBatchProcessor(
         self._gate = asyncio.Event()
         if not self._paused:
             self._gate.set()
+        self._refresh_admission()
         self._finished = asyncio.Event()
         self._stats.start_time = time.time()
         self._start_monotonic = time.perf_counter()
@@ -448,11 +460,11 @@ class ParallelBatchProcessor(
     async def _process_item(
         self, item: LLMWorkItem[TInput, TOutput, TContext], index: int, worker_id: int
     ) -> WorkItemResult[TOutput, TContext]:
+        started = _perf_counter()
         cfg = self.config
-        started = time.perf_counter()
-        emit = self._emit
         strategy = item.strategy
-        if id(strategy) not in self._prepared and not cfg.dry_run:  # a dry run calls nothing
+        dry_run = cfg.dry_run
+        if not dry_run and id(strategy) not in self._prepared:  # a dry run calls nothing
             error = await self._prepare(strategy)
             if error is not None:
                 return await self._fail(
@@ -466,9 +478,8 @@ class ParallelBatchProcessor(
         attempt = 0  # calls made
         counted = 0  # calls that count against max_attempts
         rate_limited = 0
-        gate = self._gate
-        assert gate is not None
         pacer = self._pacer
+        on_started = self._on_started
         while True:
             work = item
             if self.middlewares:
@@ -486,20 +497,17 @@ class ParallelBatchProcessor(
                     )
             # Nothing awaits between admission and the call: no attempt starts in a cooldown.
             estimate = 0
-            if pacer is not None or self._slow_start_count >= 0 or not gate.is_set():
+            if not self._admit_freely:
                 estimate = await self._admit(work)
             attempt += 1
             counted += 1
-            if emit:
-                emit(
-                    _EV.ITEM_STARTED,
-                    {"item_id": item.item_id, "worker_id": worker_id, "attempt": attempt},
-                )
+            if on_started is not None:
+                on_started({"item_id": item.item_id, "worker_id": worker_id, "attempt": attempt})
             deadline: asyncio.Timeout | None = None
             try:
                 call = (
                     work.strategy.dry_run(work.prompt)
-                    if cfg.dry_run
+                    if dry_run
                     else work.strategy.execute(work.prompt, attempt, timeout, state)
                 )
                 # Step the call once in place: one that finishes without awaiting needs no
@@ -528,14 +536,14 @@ class ParallelBatchProcessor(
                         f"attempt {attempt} of item {item.item_id!r} ran past "
                         f"timeout_per_item={timeout}s",
                         item_id=item.item_id,
-                        elapsed=time.perf_counter() - started,
+                        elapsed=_perf_counter() - started,
                         timeout_limit=timeout,
                     )
             except Exception as error:
                 exc = error
             else:
-                output, usage = returned[0], returned[1]
-                if len(returned) > 2 and returned[2]:
+                usage = returned[1]
+                if len(returned) == 3 and returned[2]:
                     metadata = returned[2]
                     call_cost = metadata.get("cost")
                     if call_cost is not None:
@@ -548,18 +556,29 @@ class ParallelBatchProcessor(
                     pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
                 if self._consecutive_limits:
                     self._consecutive_limits = 0
-                result = self._success_result(
-                    item,
-                    index,
-                    output,
+                result = WorkItemResult(
+                    item.item_id,
+                    True,
+                    returned[0],
+                    None,
+                    item.context,
+                    {
+                        "input_tokens": usage_in,
+                        "output_tokens": usage_out,
+                        "total_tokens": usage_in + usage_out,
+                        "cached_input_tokens": usage_cached,
+                    },
+                    metadata.get("gemini_safety_ratings") if metadata else None,
                     attempt,
-                    started,
-                    (usage_in, usage_out, usage_cached, cost),
+                    None,
+                    _perf_counter() - started,
+                    cost,
                     metadata,
+                    index,
                 )
                 if self.middlewares:
                     result = await self._after_process(result)
-                if emit:
+                if self._on_completed is not None:
                     self._emit_completed(result, worker_id)
                 return result
 
@@ -584,9 +603,8 @@ class ParallelBatchProcessor(
                 rate_limited += 1
                 counted -= 1
                 self._stats.rate_limit_count += 1
-                if emit:
-                    emit(
-                        _EV.RATE_LIMIT_HIT,
+                if self._on_rate_limit is not None:
+                    self._on_rate_limit(
                         {
                             "item_id": item.item_id,
                             "worker_id": worker_id,
@@ -615,9 +633,8 @@ class ParallelBatchProcessor(
                 else self._backoff(counted + 1)
             )
             self._stats.retry_count += 1
-            if emit:
-                emit(
-                    _EV.ITEM_RETRY,
+            if self._on_retry is not None:
+                self._on_retry(
                     {
                         "item_id": item.item_id,
                         "worker_id": worker_id,
@@ -722,41 +739,8 @@ class ParallelBatchProcessor(
                 logger.exception("middleware %r after_process failed; skipped", middleware)
         return result
 
-    @staticmethod
-    def _success_result(
-        item: LLMWorkItem[TInput, TOutput, TContext],
-        index: int,
-        output: Any,
-        attempts: int,
-        started: float,
-        totals: tuple[int, int, int, float | None],
-        metadata: dict[str, Any] | None,
-    ) -> WorkItemResult[TOutput, TContext]:
-        usage_in, usage_out, cached, cost = totals
-        return WorkItemResult(
-            item.item_id,
-            True,
-            output,
-            None,
-            item.context,
-            {
-                "input_tokens": usage_in,
-                "output_tokens": usage_out,
-                "total_tokens": usage_in + usage_out,
-                "cached_input_tokens": cached,
-            },
-            metadata.get("gemini_safety_ratings") if metadata else None,
-            attempts,
-            None,
-            time.perf_counter() - started,
-            cost,
-            metadata,
-            index,
-        )
-
     def _emit_completed(self, result: WorkItemResult[TOutput, TContext], worker_id: int) -> None:
-        self._events.emit(
-            _EV.ITEM_COMPLETED,
+        self._on_completed(  # type: ignore[misc]
             {
                 "item_id": result.item_id,
                 "worker_id": worker_id,
@@ -804,7 +788,7 @@ class ParallelBatchProcessor(
             result.attempts = result.attempts or attempts
             result.input_index = index
             if result.success:
-                if self._events.observers:
+                if self._on_completed is not None:
                     self._emit_completed(result, worker_id)
                 return result
         else:
@@ -823,9 +807,8 @@ class ParallelBatchProcessor(
                 None,
                 index,
             )
-        if self._events.observers:
-            self._events.emit(
-                _EV.ITEM_FAILED,
+        if self._on_failed is not None:
+            self._on_failed(
                 {
                     "item_id": item.item_id,
                     "worker_id": worker_id,
@@ -957,6 +940,7 @@ class ParallelBatchProcessor(
         if self._pacer is not None:
             self._pacer.defer_until(now + duration)
         self._slow_start_count = -1
+        self._refresh_admission()
         self._cooldown_handle = asyncio.get_running_loop().call_later(
             duration, self._end_cooldown, duration
         )
@@ -977,8 +961,23 @@ class ParallelBatchProcessor(
         self._slow_start_count = 0
         if not self._paused and self._gate is not None:
             self._gate.set()
+        self._refresh_admission()
         if self._events.observers:
             self._events.emit(_EV.COOLDOWN_ENDED, {"duration": duration})
+
+    def _refresh_admission(self) -> None:
+        """Attempts skip :meth:`_admit` only while nothing can hold them back.
+
+        That is: the gate is open (no pause, no cooldown), no slow start is in force and no
+        pacer is set. Called after every change to any of those.
+        """
+        gate = self._gate
+        self._admit_freely = (
+            gate is not None
+            and gate.is_set()
+            and self._slow_start_count < 0
+            and self._pacer is None
+        )
 
     async def _slow_start_delay(self) -> None:
         count = self._slow_start_count
@@ -986,6 +985,7 @@ class ParallelBatchProcessor(
         apply, delay = self.rate_limit_strategy.should_apply_slow_start(count)
         if not apply:
             self._slow_start_count = -1
+            self._refresh_admission()
             return
         if delay > 0:
             await asyncio.sleep(delay)

@@ -1,11 +1,12 @@
 """Event dispatch to observers, cheap enough for the per-item hot path.
 
+Each event goes only to the observers that want it (``ProcessorObserver.wanted_events``).
 Observers with a synchronous handler (the built-in ones) are called in place. Every other
-observer gets its own delivery task: events queue for it in order, and the task steps each
-``on_event`` coroutine once (most finish without awaiting: no timer, no ``wait_for``); one
-that awaits carries on under the observer timeout. The coroutine always runs in the
-observer's own task, so its own ``asyncio.timeout`` can never cancel a worker, and a slow
-or hanging observer holds up only its own deliveries.
+observer gets its own delivery task: events queue for it in order and the task awaits
+each ``on_event`` directly. The coroutine always runs in the observer's own task, so its
+own ``asyncio.timeout`` can never cancel a worker, and a slow or hanging observer holds up
+only its own deliveries. No timer is armed per event: a watchdog ticking a few times per
+``observer_timeout`` abandons a delivery that has made no progress for that long.
 """
 
 from __future__ import annotations
@@ -13,46 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable
 from typing import Any
 
 from ..observers.base import ProcessingEvent, ProcessorObserver
 
 logger = logging.getLogger("async_batch_llm.observers")
 
+#: Watchdog ticks per observer timeout: a hang is abandoned 1 to 1.25 timeouts after it began.
+_TICKS_PER_TIMEOUT = 4
 
-class ResumedCoroutine:
-    """Awaitable that carries on a coroutine already stepped once (which yielded ``first``)."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, to_yield = self._coro, self._first
-        while True:
-            try:
-                sent = yield to_yield
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # delivered into the coroutine, as `await` would
-                try:
-                    to_yield = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    to_yield = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
+Deliver = Callable[[ProcessingEvent, dict[str, Any]], None]
 
 
-def sync_handler(
-    observer: ProcessorObserver,
-) -> Callable[[ProcessingEvent, dict[str, Any]], None] | None:
+def sync_handler(observer: ProcessorObserver) -> Deliver | None:
     """The observer's ``on_event_sync``, if its class offers one and did not override ``on_event``.
 
     Built-in observers that never await implement both; calling the plain function skips
@@ -75,112 +50,171 @@ class _Delivery:
         self.timeout = timeout
         self.queue: deque[tuple[ProcessingEvent, dict[str, Any]]] = deque()
         self.task: asyncio.Task[None] | None = None
-        self.wake: asyncio.Event | None = None
-        self.idle: asyncio.Event | None = None
+        self.waiter: asyncio.Future[None] | None = None  # set while the task waits for events
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.started = 0  # deliveries begun: the watchdog's measure of progress
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._last_seen = -1
+        self._stalled_ticks = 0
 
     def push(self, event: ProcessingEvent, payload: dict[str, Any]) -> None:
+        """Queue one event; wake the delivery task (starting it if need be)."""
         self.queue.append((event, payload))
-        if self.task is None:
-            self.wake, self.idle = asyncio.Event(), asyncio.Event()
-            self.task = asyncio.get_running_loop().create_task(self._run())
-        assert self.wake is not None and self.idle is not None
-        if not self.wake.is_set():
-            self.wake.set()
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
             self.idle.clear()
+            if not waiter.done():
+                waiter.set_result(None)
+        elif self.task is None:
+            self.idle.clear()
+            self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
-        wake, idle, queue, on_event = self.wake, self.idle, self.queue, self.observer.on_event
-        assert wake is not None and idle is not None
-        while True:
-            while queue:
+        queue, on_event, observer = self.queue, self.observer.on_event, self.observer
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        while self.task is me:
+            self._arm_watchdog(loop)
+            while queue and self.task is me:
                 event, payload = queue.popleft()
-                # Step in place (this is the observer's own task): most finish at once.
+                self.started += 1
                 try:
-                    coro = on_event(event, payload)
-                    first = coro.send(None)
-                except StopIteration:
-                    continue
+                    await on_event(event, payload)
                 except Exception:
-                    logger.exception(
-                        "observer %r failed on %s; skipped", self.observer, event.value
-                    )
-                    continue
-                await self._finish(event, coro, first)
-            wake.clear()
-            idle.set()
-            await wake.wait()
+                    logger.exception("observer %r failed on %s; skipped", observer, event.value)
+            if self.task is not me:
+                return  # abandoned by the watchdog while it was busy
+            self.waiter = waiter = loop.create_future()
+            self.idle.set()
+            await waiter
 
-    async def _finish(self, event: ProcessingEvent, coro: Any, first: Any) -> None:
-        """Carry on a delivery that awaited, within the observer timeout."""
-        observer = self.observer
-        try:
-            async with asyncio.timeout(self.timeout):
-                await ResumedCoroutine(coro, first)
-        except TimeoutError:
-            # A hung observer must not hold the run: the events that queued behind it are
-            # skipped too, so each hang costs at most one timeout, however long the run.
-            skipped = len(self.queue)
-            self.queue.clear()
-            logger.warning(
-                "observer %r took over %.1fs on %s; skipped it and %d queued events",
-                observer,
-                self.timeout,
-                event.value,
-                skipped,
-            )
-        except Exception:
-            logger.exception("observer %r failed on %s; skipped", observer, event.value)
+    def _arm_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._watchdog is None:
+            self._last_seen, self._stalled_ticks = -1, 0
+            self._watchdog = loop.call_later(self.timeout / _TICKS_PER_TIMEOUT, self._tick, loop)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Abandon the delivery in progress if it began a whole observer timeout ago."""
+        self._watchdog = None
+        if self.task is None or self.waiter is not None:
+            return  # idle: the next burst of events arms the watchdog again
+        if self.started != self._last_seen:
+            self._last_seen, self._stalled_ticks = self.started, 0
+        else:
+            self._stalled_ticks += 1
+            if self._stalled_ticks >= _TICKS_PER_TIMEOUT:
+                self._abandon()
+                return
+        self._watchdog = loop.call_later(self.timeout / _TICKS_PER_TIMEOUT, self._tick, loop)
+
+    def _abandon(self) -> None:
+        """Cancel a hung delivery and skip what queued behind it: one hang, one timeout."""
+        skipped = len(self.queue)
+        self.queue.clear()
+        logger.warning(
+            "observer %r took over %.1fs on an event; skipped it and %d queued events",
+            self.observer,
+            self.timeout,
+            skipped,
+        )
+        self._stop()
+
+    def _stop(self) -> None:
+        task, self.task, self.waiter = self.task, None, None
+        if task is not None:
+            task.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self.idle.set()
 
     async def drain(self) -> None:
         """Wait until every queued event has been delivered (or skipped)."""
-        while self.queue or (self.idle is not None and not self.idle.is_set()):
-            assert self.idle is not None
+        while not self.idle.is_set():
             await self.idle.wait()
 
     def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            self.task = None
+        """Stop the delivery task (call after :meth:`drain`)."""
+        self._stop()
 
 
 class EventDispatcher:
-    """Delivers each event to every observer, each with its own copy of the payload."""
+    """Delivers each event to every observer that wants it, each with its own payload dict."""
 
     def __init__(self, observers: list[ProcessorObserver], timeout: float) -> None:
         self.observers = list(observers)
         self.timeout = timeout
-        last = len(self.observers) - 1
-        # (its synchronous handler or its delivery queue, whether it needs its own copy):
-        # the last observer takes the payload itself, every other one a copy.
-        self._routes: tuple[tuple[Callable[..., None] | None, _Delivery | None, bool], ...] = tuple(
-            (
-                handler := sync_handler(observer),
-                None if handler is not None else _Delivery(observer, timeout),
-                index != last,
+        self._deliveries: list[_Delivery] = []
+        handlers: list[Deliver] = []
+        for observer in self.observers:
+            handler = sync_handler(observer)
+            if handler is None:
+                delivery = _Delivery(observer, timeout)
+                self._deliveries.append(delivery)
+                handler = delivery.push
+            handlers.append(handler)
+        # Per event: (handler, whether it needs a copy). The last taker keeps the original.
+        self._routes: dict[ProcessingEvent, tuple[tuple[Deliver, bool], ...]] = {}
+        for event in ProcessingEvent:
+            takers = [
+                handler
+                for observer, handler in zip(self.observers, handlers, strict=True)
+                if _wants(observer, event)
+            ]
+            self._routes[event] = tuple(
+                (handler, index != len(takers) - 1) for index, handler in enumerate(takers)
             )
-            for index, observer in enumerate(self.observers)
-        )
+
+    def emitter(self, event: ProcessingEvent) -> Callable[[dict[str, Any]], None] | None:
+        """A function delivering ``event`` with the payload it is given; None if nobody wants it.
+
+        The hot path holds one per event: no enum lookup per call, and no payload is built
+        for an event no observer takes.
+        """
+        routes = self._routes[event]
+        if not routes:
+            return None
+        if len(routes) == 1:
+            handler = routes[0][0]
+
+            def deliver_one(data: dict[str, Any]) -> None:
+                try:
+                    handler(event, data)
+                except Exception:
+                    logger.exception("observer %r failed on %s; skipped", handler, event.value)
+
+            return deliver_one
+
+        def deliver(data: dict[str, Any]) -> None:
+            for handler, copy in routes:
+                try:
+                    handler(event, data.copy() if copy else data)
+                except Exception:
+                    logger.exception("observer %r failed on %s; skipped", handler, event.value)
+
+        return deliver
 
     def emit(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
         """Deliver ``event``: in place to sync handlers, queued to async observers."""
-        for sync, delivery, copy in self._routes:
-            payload = data.copy() if copy else data
-            if sync is not None:
-                try:
-                    sync(event, payload)
-                except Exception:
-                    logger.exception("observer %r failed on %s; skipped", sync, event.value)
-            else:
-                delivery.push(event, payload)  # type: ignore[union-attr]
+        for handler, copy in self._routes[event]:
+            try:
+                handler(event, data.copy() if copy else data)
+            except Exception:
+                logger.exception("observer %r failed on %s; skipped", handler, event.value)
 
     async def drain(self) -> None:
         """Wait until every async observer has had every event (each bounded by the timeout)."""
-        for _, delivery, _ in self._routes:
-            if delivery is not None:
-                await delivery.drain()
+        for delivery in self._deliveries:
+            await delivery.drain()
 
     def close(self) -> None:
         """Stop the delivery tasks (call after :meth:`drain`)."""
-        for _, delivery, _ in self._routes:
-            if delivery is not None:
-                delivery.close()
+        for delivery in self._deliveries:
+            delivery.close()
+
+
+def _wants(observer: ProcessorObserver, event: ProcessingEvent) -> bool:
+    wanted = getattr(observer, "wanted_events", None)
+    return wanted is None or event in wanted

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ProcessingEvent(Enum):
@@ -29,7 +29,12 @@ class ProcessorObserver(ABC):
     Keep ``on_event`` quick: one that returns without awaiting costs the run almost
     nothing; one that awaits is finished in the background within the processor's
     ``observer_timeout``; one that raises is logged and skipped.
+
+    ``wanted_events`` names the events to deliver (``None``: all of them); an observer
+    that counts only outcomes skips the per-attempt ``ITEM_STARTED`` that way.
     """
+
+    wanted_events: ClassVar[frozenset[ProcessingEvent] | None] = None
 
     @abstractmethod
     async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:

@@ -18,8 +18,10 @@ _RETRY = ProcessingEvent.ITEM_RETRY
 class MetricsObserver(BaseObserver):
     """Counts outcomes, rate limits, cooldown time and recent processing times.
 
-    It never awaits, so it costs the run a function call per event.
+    It never awaits, so it costs the run a function call per event it counts.
     """
+
+    wanted_events = frozenset((_COMPLETED, _FAILED, _RETRY, _RATE_LIMIT, _COOLDOWN_ENDED))
 
     def __init__(self, *, max_processing_samples: int = 100) -> None:
         if max_processing_samples <= 0:
