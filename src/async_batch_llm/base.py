@@ -46,12 +46,9 @@ class LLMWorkItem(Generic[TInput, TOutput, TContext]):
     context: TContext | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.item_id, str):
-            raise ValueError(
-                f"item_id must be a non-empty string, got {type(self.item_id).__name__}"
-            )
-        if not self.item_id.strip():
-            raise ValueError("item_id must be a non-empty string, got an empty or blank one")
+        item_id = self.item_id
+        if type(item_id) is not str or not item_id or item_id.isspace():
+            _check_item_id(item_id)  # one check on the common path; the message on the rare one
         if self.strategy is None:
             raise ValueError(f"strategy must not be None (item_id={self.item_id!r})")
         if not isinstance(self.prompt, str):
@@ -59,6 +56,14 @@ class LLMWorkItem(Generic[TInput, TOutput, TContext]):
                 f"prompt must be a string, got {type(self.prompt).__name__} "
                 f"(item_id={self.item_id!r})"
             )
+
+
+def _check_item_id(item_id: object) -> None:
+    """Raise the error a bad ``item_id`` deserves (a str subclass is accepted)."""
+    if not isinstance(item_id, str):
+        raise ValueError(f"item_id must be a non-empty string, got {type(item_id).__name__}")
+    if not item_id.strip():
+        raise ValueError("item_id must be a non-empty string, got an empty or blank one")
 
 
 @dataclass(slots=True)
@@ -96,13 +101,20 @@ class BatchResult(Generic[TOutput, TContext]):
     total_cached_tokens: int = 0
 
     def __post_init__(self) -> None:
-        results = self.results
-        self.total_items = len(results)
-        self.succeeded = sum(1 for r in results if r.success)
-        self.failed = self.total_items - self.succeeded
-        self.total_input_tokens = sum(r.token_usage.get("input_tokens", 0) for r in results)
-        self.total_output_tokens = sum(r.token_usage.get("output_tokens", 0) for r in results)
-        self.total_cached_tokens = sum(r.token_usage.get("cached_input_tokens", 0) for r in results)
+        succeeded = input_tokens = output_tokens = cached_tokens = 0
+        for result in self.results:  # one pass: batches can hold millions of results
+            if result.success:
+                succeeded += 1
+            usage = result.token_usage
+            input_tokens += usage.get("input_tokens", 0)
+            output_tokens += usage.get("output_tokens", 0)
+            cached_tokens += usage.get("cached_input_tokens", 0)
+        self.total_items = len(self.results)
+        self.succeeded = succeeded
+        self.failed = self.total_items - succeeded
+        self.total_input_tokens = input_tokens
+        self.total_output_tokens = output_tokens
+        self.total_cached_tokens = cached_tokens
 
     @property
     def total_tokens(self) -> int:
@@ -171,7 +183,7 @@ class RetryState(dict[str, Any]):
         return f"RetryState({dict.__repr__(self)})"
 
 
-@dataclass
+@dataclass(slots=True)
 class ProcessingStats:
     """Live counters of one processor; ``copy()`` gives a consistent snapshot."""
 

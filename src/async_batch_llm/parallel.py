@@ -120,7 +120,10 @@ class ParallelBatchProcessor(
         self._on_failed = emitter(_EV.ITEM_FAILED)
         self._on_retry = emitter(_EV.ITEM_RETRY)
         self._on_rate_limit = emitter(_EV.RATE_LIMIT_HIT)
-        self._backlog: deque[tuple[int, LLMWorkItem[TInput, TOutput, TContext]]] = deque()
+        # Items added before the start, in order: the n-th taken has input index n (no
+        # (index, item) pair per item: at a million items those tuples cost real time).
+        self._backlog: deque[LLMWorkItem[TInput, TOutput, TContext]] = deque()
+        self._backlog_taken = 0
         self._queue: asyncio.Queue[Any] | None = None
         self._results: list[WorkItemResult[TOutput, TContext]] = []
         self._result_queue: asyncio.Queue[Any] | None = None
@@ -132,6 +135,7 @@ class ParallelBatchProcessor(
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._next_worker_id = 0
         self._target_workers = cfg.max_workers
+        self._shrinking = False  # set_max_workers lowered the count: some workers retire
         self._started = False
         self._closed = False
         self._streaming = False
@@ -183,13 +187,30 @@ class ParallelBatchProcessor(
                 await self.add_work(item)
                 count += 1
         elif self._queue is None:  # batch mode before the start: no queue to wait on
-            for item in items:
-                self._add_to_backlog(item)
-                count += 1
+            count = self._extend_backlog(items)
         else:
             for item in items:
                 await self.add_work(item)
                 count += 1
+        return count
+
+    def _extend_backlog(self, items: Iterable[LLMWorkItem[TInput, TOutput, TContext]]) -> int:
+        """Append many items at once (batch mode before the start); return how many."""
+        if self._closed:
+            raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
+        backlog = self._backlog
+        before = len(backlog)
+        try:
+            for work_item in items:
+                if not isinstance(work_item, LLMWorkItem):
+                    raise TypeError(
+                        f"add_work expects an LLMWorkItem, got {type(work_item).__name__}"
+                    )
+                backlog.append(work_item)
+        finally:  # the items before a bad one stay queued, as with add_work one by one
+            count = len(backlog) - before
+            self._added += count
+            self._stats.total = self._added
         return count
 
     def _add_to_backlog(self, work_item: LLMWorkItem[TInput, TOutput, TContext]) -> None:
@@ -197,7 +218,7 @@ class ParallelBatchProcessor(
             raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
         if self._closed:
             raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
-        self._backlog.append((self._added, work_item))
+        self._backlog.append(work_item)
         self._added += 1
         self._stats.total = self._added
 
@@ -328,6 +349,7 @@ class ParallelBatchProcessor(
             self._spawn_worker()
         # Idle workers retire now; busy ones retire after their item.
         excess = len(self._workers) - len(self._retiring) - count
+        self._shrinking = excess > 0
         for worker_id in sorted(self._idle_workers - self._retiring)[: max(excess, 0)]:
             self._retiring.add(worker_id)
             self._workers[worker_id].cancel()
@@ -413,9 +435,11 @@ class ParallelBatchProcessor(
         idle = self._idle_workers
         done = 0
         try:
-            while len(self._workers) - len(self._retiring) <= self._target_workers:
+            while not self._shrinking or self._keeps_worker():
                 if backlog:
-                    index, item = backlog.popleft()
+                    item = backlog.popleft()
+                    index = self._backlog_taken
+                    self._backlog_taken = index + 1
                 else:
                     idle.add(worker_id)
                     try:
@@ -454,6 +478,13 @@ class ParallelBatchProcessor(
                 emit(_EV.WORKER_STOPPED, {"worker_id": worker_id})
         if not self._workers and self._closed:
             await self._complete()  # the last worker out ends the run
+
+    def _keeps_worker(self) -> bool:
+        """While shrinking, whether the asking worker carries on (no: it retires now)."""
+        if len(self._workers) - len(self._retiring) > self._target_workers:
+            return False
+        self._shrinking = False
+        return True
 
     # ----------------------------------------------------------------- one item
 
