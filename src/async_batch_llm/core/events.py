@@ -155,16 +155,17 @@ class EventDispatcher:
                 self._deliveries.append(delivery)
                 handler = delivery.push
             handlers.append(handler)
-        # Per event: (handler, whether it needs a copy). The last taker keeps the original.
+        # Per event: (handler, whether it needs a copy). Borrowers read the shared dict in
+        # place and go first; after them every taker gets a copy but the last, which keeps
+        # the original (nobody reads it after that).
         self._routes: dict[ProcessingEvent, tuple[tuple[Deliver, bool], ...]] = {}
         for event in ProcessingEvent:
-            takers = [
-                handler
-                for observer, handler in zip(self.observers, handlers, strict=True)
-                if _wants(observer, event)
-            ]
-            self._routes[event] = tuple(
-                (handler, index != len(takers) - 1) for index, handler in enumerate(takers)
+            borrowers, owners = [], []
+            for observer, handler in zip(self.observers, handlers, strict=True):
+                if _wants(observer, event):
+                    (borrowers if _borrows(observer) else owners).append(handler)
+            self._routes[event] = tuple((handler, False) for handler in borrowers) + tuple(
+                (handler, index != len(owners) - 1) for index, handler in enumerate(owners)
             )
 
     def emitter(self, event: ProcessingEvent) -> Callable[[dict[str, Any]], None] | None:
@@ -213,6 +214,11 @@ class EventDispatcher:
         """Stop the delivery tasks (call after :meth:`drain`)."""
         for delivery in self._deliveries:
             delivery.close()
+
+
+def _borrows(observer: ProcessorObserver) -> bool:
+    """Whether the observer reads the payload in place (only a synchronous handler can)."""
+    return bool(getattr(observer, "borrows_payload", False)) and sync_handler(observer) is not None
 
 
 def _wants(observer: ProcessorObserver, event: ProcessingEvent) -> bool:

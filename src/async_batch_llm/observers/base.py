@@ -36,6 +36,10 @@ class ProcessorObserver(ABC):
 
     wanted_events: ClassVar[frozenset[ProcessingEvent] | None] = None
 
+    #: True for an observer with ``on_event_sync`` that neither keeps nor changes the
+    #: payload: it is handed the shared dict, not a copy of its own.
+    borrows_payload: ClassVar[bool] = False
+
     @abstractmethod
     async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
         """Handle one event."""

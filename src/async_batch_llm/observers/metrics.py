@@ -22,6 +22,7 @@ class MetricsObserver(BaseObserver):
     """
 
     wanted_events = frozenset((_COMPLETED, _FAILED, _RETRY, _RATE_LIMIT, _COOLDOWN_ENDED))
+    borrows_payload = True  # reads a few fields in place, keeps nothing
 
     def __init__(self, *, max_processing_samples: int = 100) -> None:
         if max_processing_samples <= 0:
