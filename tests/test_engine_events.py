@@ -346,6 +346,82 @@ async def test_observer_using_its_own_timeout_does_not_hurt_workers(
     assert guarded.timeouts == 4
 
 
+async def test_slow_but_progressing_observer_is_never_abandoned(fast_config: Config) -> None:
+    """The watchdog abandons a delivery that makes no progress, not a slow observer.
+
+    Each event takes under half the observer timeout, so all of them together take many
+    timeouts; none may be cut short or skipped.
+    """
+
+    class Slow(BaseObserver):
+        def __init__(self) -> None:
+            self.finished = 0
+
+        async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+            await asyncio.sleep(0.02)
+            self.finished += 1
+
+    slow = Slow()
+    prompts = [f"i{n}" for n in range(6)]
+    await run_items(prompts, fast_config(max_workers=2, observer_timeout=0.06), [slow])
+    # started + completed per item, worker start/stop, batch start/end: all delivered.
+    assert slow.finished == 2 * len(prompts) + 2 * 2 + 2
+
+
+async def test_delivery_after_an_abandoned_hang_carries_on(fast_config: Config) -> None:
+    """Once a hung delivery is abandoned, later events reach the observer again."""
+
+    class HangsOnce(BaseObserver):
+        def __init__(self) -> None:
+            self.events: list[ProcessingEvent] = []
+            self.hung = False
+
+        async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+            if event is EV.ITEM_STARTED and not self.hung:
+                self.hung = True
+                await asyncio.Event().wait()  # never set: abandoned by the watchdog
+            self.events.append(event)
+
+    observer = HangsOnce()
+    strategy = FakeStrategy(latency=0.2)
+    batch = await asyncio.wait_for(
+        run_items(["a"], fast_config(max_workers=1, observer_timeout=0.05), [observer], strategy),
+        10,
+    )
+    assert batch.succeeded == 1
+    assert observer.hung
+    assert EV.ITEM_COMPLETED in observer.events and EV.BATCH_COMPLETED in observer.events
+
+
+async def test_wanted_events_limits_what_an_observer_gets(
+    fast_config: Config, recorder: Any
+) -> None:
+    class OutcomesOnly(type(recorder)):  # type: ignore[misc]
+        wanted_events = frozenset((EV.ITEM_COMPLETED, EV.ITEM_FAILED))
+
+    outcomes = OutcomesOnly()
+    await run_items(list(SCRIPT), fast_config(), [outcomes, recorder])
+    assert sorted(e.value for e in outcomes.events) == sorted(
+        e.value for e in recorder.events if e in (EV.ITEM_COMPLETED, EV.ITEM_FAILED)
+    )
+    assert outcomes.events.count(EV.ITEM_COMPLETED) == 3
+    assert outcomes.events.count(EV.ITEM_FAILED) == 1
+
+
+async def test_borrowing_reader_does_not_share_a_dict_between_owners(
+    fast_config: Config, recorder: Any
+) -> None:
+    """MetricsObserver reads the shared payload; the observers that keep one still each
+    get a dict of their own, intact."""
+    first, last = type(recorder)(), Mutating()
+    metrics = MetricsObserver()
+    batch = await run_items(list(SCRIPT), fast_config(), [first, metrics, last])
+    assert metrics.items_succeeded == batch.succeeded == 3
+    assert metrics.items_failed == 1
+    for event, data in ((ev, d) for _, ev, d in first.records):
+        assert REQUIRED_KEYS[event] <= data.keys()
+
+
 # --------------------------------------------------------------------------- metrics
 
 
