@@ -422,6 +422,43 @@ async def test_borrowing_reader_does_not_share_a_dict_between_owners(
         assert REQUIRED_KEYS[event] <= data.keys()
 
 
+async def test_a_slow_observer_keeps_memory_bounded_and_loses_nothing(
+    fast_config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the backlog limit the workers wait for a slow async observer: its queue stays
+    near the limit (not the whole run's events) and every event still reaches it."""
+    from async_batch_llm.core import events as events_module
+
+    monkeypatch.setattr(events_module, "BACKLOG_LIMIT", 50)
+
+    class Slow(BaseObserver):
+        def __init__(self) -> None:
+            self.delivered = 0
+            self.most_waiting = 0
+            self.processor: Any = None
+
+        async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+            waiting = len(self.processor._events._deliveries[0].queue)
+            self.most_waiting = max(self.most_waiting, waiting)
+            self.delivered += 1
+            if self.delivered % 10 == 0:
+                await asyncio.sleep(0.001)
+
+    slow = Slow()
+    processor = ParallelBatchProcessor(config=fast_config(max_workers=2), observers=[slow])
+    slow.processor = processor
+    strategy = FakeStrategy()  # answers without awaiting: the workers outrun the observer
+    items = 2_000
+    async with processor:
+        for n in range(items):
+            await processor.add_work(LLMWorkItem(f"i{n}", strategy, "p"))
+        batch = await processor.process_all()
+    assert batch.succeeded == items
+    assert slow.delivered == 2 * items + 2 * 2 + 2  # every event, none dropped
+    # The limit, plus what two workers emit between two checks (32 items, 2 events each).
+    assert slow.most_waiting <= 50 + 2 * 32 * 2 + 2
+
+
 # --------------------------------------------------------------------------- metrics
 
 

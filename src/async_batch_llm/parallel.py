@@ -433,6 +433,7 @@ class ParallelBatchProcessor(
         )
         collect = self._collect
         idle = self._idle_workers
+        observers_lagging = self._events.lagging if self._events.has_async_observers else None
         done = 0
         try:
             while not self._shrinking or self._keeps_worker():
@@ -471,6 +472,8 @@ class ParallelBatchProcessor(
                     # Calls that finish without awaiting (dry runs, caches) never suspend:
                     # let the other workers, the store's writer and timers have the loop.
                     await asyncio.sleep(0)
+                    if observers_lagging is not None and observers_lagging():
+                        await self._events.drain()  # bounded memory: wait for a slow observer
         finally:
             self._workers.pop(worker_id, None)
             self._retiring.discard(worker_id)

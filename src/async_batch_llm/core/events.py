@@ -5,8 +5,10 @@ Observers with a synchronous handler (the built-in ones) are called in place. Ev
 observer gets its own delivery task: events queue for it in order and the task awaits
 each ``on_event`` directly. The coroutine always runs in the observer's own task, so its
 own ``asyncio.timeout`` can never cancel a worker, and a slow or hanging observer holds up
-only its own deliveries. No timer is armed per event: a watchdog ticking a few times per
-``observer_timeout`` abandons a delivery that has made no progress for that long.
+only its own deliveries, until more than ``BACKLOG_LIMIT`` events wait for it: then the
+workers wait for it to catch up, so memory stays bounded. No timer is armed per event: a
+watchdog ticking a few times per ``observer_timeout`` abandons a delivery that has made no
+progress for that long.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ logger = logging.getLogger("async_batch_llm.observers")
 
 #: Watchdog ticks per observer timeout: a hang is abandoned 1 to 1.25 timeouts after it began.
 _TICKS_PER_TIMEOUT = 4
+
+#: Events an async observer may have waiting before the workers wait for it to catch up:
+#: memory stays bounded however slow an observer is, and no event is dropped.
+BACKLOG_LIMIT = 100_000
 
 Deliver = Callable[[ProcessingEvent, dict[str, Any]], None]
 
@@ -204,6 +210,15 @@ class EventDispatcher:
                 handler(event, data.copy() if copy else data)
             except Exception:
                 logger.exception("observer %r failed on %s; skipped", handler, event.value)
+
+    @property
+    def has_async_observers(self) -> bool:
+        """Whether any observer is delivered to through a queue of its own."""
+        return bool(self._deliveries)
+
+    def lagging(self) -> bool:
+        """Whether some async observer has more than :data:`BACKLOG_LIMIT` events waiting."""
+        return any(len(delivery.queue) > BACKLOG_LIMIT for delivery in self._deliveries)
 
     async def drain(self) -> None:
         """Wait until every async observer has had every event (each bounded by the timeout)."""
