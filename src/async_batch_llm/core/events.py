@@ -57,8 +57,7 @@ class _Delivery:
         self.queue: deque[tuple[ProcessingEvent, dict[str, Any]]] = deque()
         self.task: asyncio.Task[None] | None = None
         self.waiter: asyncio.Future[None] | None = None  # set while the task waits for events
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.idle: asyncio.Event | None = None  # made in the loop, by the first push
         self.started = 0  # deliveries begun: the watchdog's measure of progress
         self._watchdog: asyncio.TimerHandle | None = None
         self._last_seen = -1
@@ -70,10 +69,12 @@ class _Delivery:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
-            self.idle.clear()
+            self.idle.clear()  # type: ignore[union-attr]
             if not waiter.done():
                 waiter.set_result(None)
         elif self.task is None:
+            if self.idle is None:
+                self.idle = asyncio.Event()
             self.idle.clear()
             self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -93,7 +94,7 @@ class _Delivery:
             if self.task is not me:
                 return  # abandoned by the watchdog while it was busy
             self.waiter = waiter = loop.create_future()
-            self.idle.set()
+            self.idle.set()  # type: ignore[union-attr]
             await waiter
 
     def _arm_watchdog(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -134,11 +135,12 @@ class _Delivery:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self.idle.set()
+        if self.idle is not None:
+            self.idle.set()
 
     async def drain(self) -> None:
         """Wait until every queued event has been delivered (or skipped)."""
-        while not self.idle.is_set():
+        while self.idle is not None and not self.idle.is_set():
             await self.idle.wait()
 
     def close(self) -> None:
