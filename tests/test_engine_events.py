@@ -507,3 +507,46 @@ async def test_metrics_observer_keeps_bounded_samples(fast_config: Config) -> No
     assert data["processing_times_count"] == 10
     with pytest.raises(ValueError):
         MetricsObserver(max_processing_samples=0)
+
+
+class _NoAwait(BaseObserver):
+    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        self.last = event
+
+
+class _Awaits(BaseObserver):
+    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        await asyncio.sleep(0)
+
+
+class _AsyncWith(BaseObserver):
+    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        async with asyncio.Lock():
+            pass
+
+
+class _AsyncFor(BaseObserver):
+    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        async for _ in _empty():
+            pass
+
+
+async def _empty() -> Any:
+    return
+    yield
+
+
+@pytest.mark.parametrize(
+    ("observer", "in_place"),
+    [(_NoAwait(), True), (_Awaits(), False), (_AsyncWith(), False), (_AsyncFor(), False)],
+)
+def test_only_an_on_event_that_cannot_suspend_runs_in_place(
+    observer: BaseObserver, in_place: bool
+) -> None:
+    from async_batch_llm.core.events import in_place_handler
+
+    handler = in_place_handler(observer)
+    assert (handler is not None) is in_place
+    if handler is not None:
+        handler(EV.ITEM_STARTED, {})
+        assert observer.last is EV.ITEM_STARTED  # type: ignore[attr-defined]

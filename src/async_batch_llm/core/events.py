@@ -1,7 +1,9 @@
 """Event dispatch to observers, cheap enough for the per-item hot path.
 
 Each event goes only to the observers that want it (``ProcessorObserver.wanted_events``).
-Observers with a synchronous handler (the built-in ones) are called in place. Every other
+Observers with a synchronous handler (the built-in ones) are called in place, and so is an
+``async def on_event`` with no ``await`` in it: its coroutine cannot suspend, so running it
+to the end where the event is emitted is exactly what awaiting it would do. Every other
 observer gets its own delivery task: events queue for it in order and the task awaits
 each ``on_event`` directly. The coroutine always runs in the observer's own task, so its
 own ``asyncio.timeout`` can never cancel a worker, and a slow or hanging observer holds up
@@ -14,6 +16,8 @@ progress for that long.
 from __future__ import annotations
 
 import asyncio
+import dis
+import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -46,6 +50,28 @@ def sync_handler(observer: ProcessorObserver) -> Deliver | None:
         if "on_event_sync" in cls.__dict__:
             return handler if type(observer).on_event is cls.__dict__.get("on_event") else None
     return None
+
+
+def in_place_handler(observer: ProcessorObserver) -> Deliver | None:
+    """A plain function running the observer's ``on_event``, if that can never suspend.
+
+    A coroutine suspends only at a ``YIELD_VALUE`` of its own code (every ``await``,
+    ``async with`` and ``async for`` compiles to one), so one without any always finishes
+    on its first step. Iterating its awaitable runs it to the end without the
+    ``StopIteration`` that ``send`` would raise.
+    """
+    on_event = observer.on_event
+    function = getattr(on_event, "__func__", on_event)
+    if not inspect.iscoroutinefunction(function) or not hasattr(function, "__code__"):
+        return None
+    if any(op.opname == "YIELD_VALUE" for op in dis.get_instructions(function.__code__)):
+        return None
+
+    def run_in_place(event: ProcessingEvent, payload: dict[str, Any]) -> None:
+        for _ in on_event(event, payload).__await__():
+            pass  # never reached: the coroutine has nowhere to suspend
+
+    return run_in_place
 
 
 class _Delivery:
@@ -157,7 +183,7 @@ class EventDispatcher:
         self._deliveries: list[_Delivery] = []
         handlers: list[Deliver] = []
         for observer in self.observers:
-            handler = sync_handler(observer)
+            handler = sync_handler(observer) or in_place_handler(observer)
             if handler is None:
                 delivery = _Delivery(observer, timeout)
                 self._deliveries.append(delivery)

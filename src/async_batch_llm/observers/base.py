@@ -26,9 +26,10 @@ class ProcessingEvent(Enum):
 class ProcessorObserver(ABC):
     """Receives every event with its own copy of the payload.
 
-    Keep ``on_event`` quick: one that returns without awaiting costs the run almost
-    nothing; one that awaits is finished in the background within the processor's
-    ``observer_timeout``; one that raises is logged and skipped.
+    Keep ``on_event`` quick: one with no ``await`` in it is run in place as each event is
+    emitted, and costs the run almost nothing; one that awaits runs in a task of its own,
+    each event within the processor's ``observer_timeout``; one that raises is logged and
+    skipped.
 
     ``wanted_events`` names the events to deliver (``None``: all of them); an observer
     that counts only outcomes skips the per-attempt ``ITEM_STARTED`` that way.
