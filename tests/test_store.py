@@ -256,22 +256,23 @@ async def test_an_item_sent_again_without_a_reset_moves_between_counts(store: Ru
 async def test_a_failed_flush_keeps_its_events_for_the_next(
     store: RunStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from async_batch_llm.store import writer as writer_module
+    from async_batch_llm.store import committer as committer_module
 
     run_id = await store.create_run(name="t")
     await store.ingest(run_id, _items(3))
-    writer = store.observer(run_id)
-    real = writer_module.write_segments
+    # A long interval: the writer flushes only when asked, so the failure stays visible.
+    writer = store.observer(run_id, flush_interval=60)
+    real = committer_module.write_segments
     calls = 0
 
-    async def flaky(*args: Any) -> None:
+    def flaky(*args: Any) -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise sqlite3.OperationalError("disk I/O error")
-        await real(*args)
+        real(*args)
 
-    monkeypatch.setattr(writer_module, "write_segments", flaky)
+    monkeypatch.setattr(committer_module, "write_segments", flaky)
     writer.on_event_sync(ProcessingEvent.ITEM_COMPLETED, {"item_id": "item-000", "attempts": 1})
     with pytest.raises(StoreError, match=r"could not record run .*disk I/O error"):
         await writer.flush()

@@ -1,10 +1,12 @@
 """RunStore: one SQLite file (WAL) holding runs, their items and each item's attempts.
 
 All access goes through one aiosqlite connection (its own thread) and one asyncio lock, so
-a transaction is never interleaved with another statement of the same store. Writes are
-batched: ingest commits thousands of rows at a time and the run's writer
-(:meth:`RunStore.observer`) one transaction per flush. Other processes may open the same
-file with ``readonly=True`` while a run writes it: WAL lets them read committed data.
+a transaction is never interleaved with another statement of the same store; the run's
+writer (:meth:`RunStore.observer`) alone has a connection of its own, in its own thread
+(see :mod:`.committer`), and SQLite's write lock keeps the two apart. Writes are batched:
+ingest commits thousands of rows at a time and the writer one transaction per flush.
+Other processes may open the same file with ``readonly=True`` while a run writes it: WAL
+lets them read committed data.
 
 Durability: ``synchronous=NORMAL`` in WAL mode loses nothing committed when the *process*
 is killed at any instant; only an OS crash or power cut can lose the last commits.
@@ -60,10 +62,21 @@ _RESET_COLUMNS = (
 class RunStore:
     """The run store of one file. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, readonly: bool) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        readonly: bool,
+        *,
+        uri: str = "",
+        busy_timeout: float = 10.0,
+    ) -> None:
         self._db = db
         self.path = path
         self.readonly = readonly
+        #: The file as a read-write URI (the writer thread opens its own connection with it).
+        self.uri = uri or path.resolve().as_uri() + "?mode=rw"
+        self.busy_timeout = busy_timeout
         self._lock = asyncio.Lock()
         self._observers: set[StoreObserver] = set()
         self._closed = False
@@ -113,7 +126,9 @@ class RunStore:
             if isinstance(exc, sqlite3.DatabaseError):
                 raise StoreError(_database_error(path, exc)) from None
             raise
-        return cls(db, path, readonly)
+        return cls(
+            db, path, readonly, uri=path.resolve().as_uri() + "?mode=rw", busy_timeout=busy_timeout
+        )
 
     async def close(self) -> None:
         """Close the writers opened on this store (committing what they hold), then the file."""
@@ -328,7 +343,7 @@ class RunStore:
     ) -> StoreObserver:
         """The observer that records ``run_id``'s events; close it when the processor is done.
 
-        Its ``on_event`` never awaits; a writer task commits every ``flush_interval``
+        Its ``on_event`` never awaits; a writer thread commits every ``flush_interval``
         seconds (or once ``flush_rows`` events wait), one transaction per flush.
         """
         if self.readonly:

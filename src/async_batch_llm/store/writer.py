@@ -1,39 +1,52 @@
-"""The run store's writer: an observer that only appends, and one task that commits in batches.
+"""The run store's writer: an observer that only appends, folds in the loop, commits in a thread.
 
-``on_event`` never awaits: it appends ``(event, payload, time)`` to a list, one function
-call per event on the engine's hot path. A single writer task in the engine's loop takes
-the whole list every ``flush_interval`` (sooner once it holds ``flush_rows`` events),
-folds it into rows (:mod:`.rows`) and commits them in ONE transaction (:mod:`.statements`):
-item updates, attempt rows and run totals together. An item is done only once that
-commit has happened. A flush that fails keeps its events and is tried again next time.
+``on_event`` never awaits: it appends the event, its payload and the time to a list, one
+function call per event on the engine's hot path. While events come, a timer in the
+engine's loop folds that list into rows every ``FOLD_INTERVAL`` (:mod:`.rows`), and every
+``flush_interval`` (sooner once ``flush_rows`` events are folded) hands the rows to the
+writer thread (:mod:`.committer`), which commits them in ONE transaction: item updates,
+attempt rows and run totals together. An item is done only once that commit has happened.
+A commit that fails keeps its rows and is tried again.
+
+Why fold in the loop, and so often? Folding turns payloads into flat rows of plain values,
+which the garbage collector stops looking at. Payloads kept until a commit outlive young
+collections, and the more of them there are, the more often the collector walks the whole
+heap (a dry run of 100,000 items: six full collections where the engine alone makes one,
+a fifth of the store's cost then). Folding in the writer's thread instead would not help: a thread
+waiting for the GIL behind a busy loop can wait for seconds (see
+:meth:`.committer.Committer.make_way`), and payloads would pile up meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
-
-import aiosqlite
+from typing import Any, ClassVar, Protocol
 
 from ..observers.base import BaseObserver, ProcessingEvent
+from .committer import Committer
 from .errors import StoreError
-from .rows import Event, fold
-from .statements import write_segments
+from .rows import Segment, fold
 
 logger = logging.getLogger("async_batch_llm.store")
+
+#: Seconds between folds while events come (at most ``flush_interval``).
+FOLD_INTERVAL = 0.01
+#: Seconds the loop sleeps after a fold while the writer has rows to commit (see
+#: :meth:`.committer.Committer.make_way`): at most a tenth of the loop's time.
+HANDOFF = 0.001
+
+_EV = ProcessingEvent
 
 
 class _Store(Protocol):
     """What the writer needs of :class:`~async_batch_llm.store.sqlite.RunStore`."""
 
     path: Any
-
-    def transaction(self) -> AbstractAsyncContextManager[aiosqlite.Connection]: ...
+    uri: str
+    busy_timeout: float
 
     def _forget_observer(self, observer: StoreObserver) -> None: ...
 
@@ -44,6 +57,19 @@ class StoreObserver(BaseObserver):
     Call :meth:`close` when the processor is done (it commits everything left and stops
     the writer); :meth:`flush` commits what has been seen so far and waits for it.
     """
+
+    #: What the store records: worker and cooldown events are not even delivered.
+    wanted_events: ClassVar[frozenset[ProcessingEvent] | None] = frozenset(
+        (
+            _EV.BATCH_STARTED,
+            _EV.BATCH_COMPLETED,
+            _EV.ITEM_STARTED,
+            _EV.ITEM_COMPLETED,
+            _EV.ITEM_FAILED,
+            _EV.ITEM_RETRY,
+            _EV.RATE_LIMIT_HIT,
+        )
+    )
 
     def __init__(
         self,
@@ -63,20 +89,18 @@ class StoreObserver(BaseObserver):
         self.flush_interval = flush_interval
         self.flush_rows = flush_rows
         self._clock = clock
-        self._buffer: list[Event] = []
-        self._unwritten: list[Event] = []
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._lock: asyncio.Lock | None = None
-        self._closing = False
+        self._fold_interval = min(flush_interval, FOLD_INTERVAL)
+        self._buffer: list[Any] = []  # event, payload, time, event, payload, time, ...
+        self._segments: list[Segment] = []  # folded, not yet handed over
+        self._folded = 0  # events in _segments
+        self._idle = True  # no fold scheduled: the next event schedules one
+        self._timer: asyncio.TimerHandle | None = None
+        self._handed_at = float("-inf")  # loop time of the last hand-over
+        self._committer: Committer | None = None
         self._closed = False
         self._dropped = 0
-        #: Events committed so far, flushes made, and the last write error (None once a
-        #: later flush succeeds): for tests, benchmarks and a dashboard's health line.
-        self.events_written = 0
-        self.flushes = 0
-        self.largest_flush = 0
-        self.error: BaseException | None = None
+        # The counters of a closed writer's thread, kept once it is gone.
+        self._final: tuple[int, int, int, BaseException | None] = (0, 0, 0, None)
 
     # ------------------------------------------------------------------ the hot path
 
@@ -85,130 +109,156 @@ class StoreObserver(BaseObserver):
 
     def on_event_sync(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
         """Append the event and return: the engine calls this in place, once per event."""
-        buffer = self._buffer
-        buffer.append((event, data, self._clock()))
-        if len(buffer) >= self.flush_rows or self._task is None:
-            self._poke()
+        self._buffer.extend((event, data, self._clock()))
+        if self._idle:
+            self._wake()
 
-    def _poke(self) -> None:
-        """Start the writer on the first event; wake it early when the buffer is full."""
-        if self._task is not None:
-            self._wake.set()  # type: ignore[union-attr]
-        elif not self._closed:
-            self._start()
-        else:
+    def _wake(self) -> None:
+        """Schedule the next fold (starting the writer on the first event); drop events
+        that arrive after :meth:`close`."""
+        if self._closed:
             if not self._dropped:
                 logger.warning(
                     "run store: events of run %s arrived after its observer was closed; "
                     "they are not recorded",
                     self.run_id,
                 )
-            self._dropped += len(self._buffer)
+            self._dropped += len(self._buffer) // 3
             self._buffer.clear()
+            return
+        if self._committer is None:
+            self._start()
+        self._idle = False
+        self._timer = asyncio.get_running_loop().call_later(self._fold_interval, self._tick)
 
-    # ------------------------------------------------------------------ the writer task
+    def _tick(self) -> None:
+        """Fold what came since the last tick; hand the rows over once a flush is due."""
+        self._timer = None
+        if self._buffer:
+            self._fold()
+        elif not self._folded:
+            self._idle = True  # nothing came: sleep until the next event
+            return
+        loop = asyncio.get_running_loop()
+        if self._folded >= self.flush_rows or loop.time() - self._handed_at >= self.flush_interval:
+            self._hand_over(None)
+        if self._committer is not None:
+            self._committer.make_way(HANDOFF)
+        self._timer = loop.call_later(self._fold_interval, self._tick)
+
+    def _fold(self) -> None:
+        buffer, self._buffer = self._buffer, []
+        self._segments = fold(buffer, self._segments)
+        self._folded += len(buffer) // 3
+
+    def _hand_over(self, waiter: asyncio.Future[None] | None, *, stop: bool = False) -> None:
+        committer = self._committer
+        assert committer is not None
+        segments, events = self._segments, self._folded
+        self._segments, self._folded = [], 0
+        self._handed_at = asyncio.get_running_loop().time()
+        committer.submit(segments, events, waiter, stop=stop)
+
+    # ------------------------------------------------------------------ the writer
 
     async def start(self) -> None:
-        """Start the writer task now (otherwise the first event starts it)."""
-        if self._task is None:
+        """Start the writer thread now (otherwise the first event starts it)."""
+        if self._committer is None:
             self._start()
 
     def _start(self) -> None:
         if self._closed:
             raise StoreError(f"the store observer of run {self.run_id!r} is closed")
-        self._lock = self._lock or asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"run-store-writer:{self.run_id}"
+        self._committer = Committer(
+            self.store.uri,
+            self.run_id,
+            busy_timeout=self.store.busy_timeout,
+            retry_interval=self.flush_interval,
+            label=str(self.store.path),
         )
-
-    async def _run(self) -> None:
-        wake = self._wake
-        assert wake is not None
-        while not self._closing:
-            try:
-                async with asyncio.timeout(self.flush_interval):
-                    await wake.wait()
-            except TimeoutError:
-                pass
-            wake.clear()
-            # A failed flush is logged and its rows stay buffered, to be tried again.
-            with contextlib.suppress(Exception):
-                await self._flush()
-
-    async def _flush(self) -> None:
-        """Commit every buffered event in one transaction (under the writer's lock)."""
-        lock = self._lock
-        if lock is None:
-            return
-        async with lock:
-            batch = self._buffer
-            if not batch and not self._unwritten:
-                return
-            self._buffer = []
-            if self._unwritten:
-                batch = self._unwritten + batch
-                self._unwritten = []
-            try:
-                segments = fold(batch)
-                async with self.store.transaction() as db:
-                    await write_segments(db, self.run_id, segments)
-            except BaseException as exc:
-                self._unwritten = batch
-                if self.error is None:
-                    logger.error(
-                        "run store %s: could not write %d events of run %s (kept, will retry): %s",
-                        self.store.path,
-                        len(batch),
-                        self.run_id,
-                        exc,
-                    )
-                self.error = exc
-                raise
-            self.error = None
-            self.events_written += len(batch)
-            self.flushes += 1
-            self.largest_flush = max(self.largest_flush, len(batch))
 
     async def flush(self) -> None:
         """Commit everything seen so far; raises :class:`StoreError` if it cannot be written."""
-        if self._lock is None:
-            if not self._buffer:
-                return
-            self._lock = asyncio.Lock()
-        try:
-            await self._flush()
-        except Exception as exc:
-            raise StoreError(
-                f"{self.store.path}: could not record run {self.run_id}: {exc}"
-            ) from exc
+        if self._committer is not None:
+            await self._commit_now(stop=False)
 
     async def close(self) -> None:
         """Commit everything left, stop the writer and detach from the store (idempotent)."""
         if self._closed:
             return
-        self._closing = True
+        self._closed = True
+        self._idle = True  # so that a late event finds the observer closed
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
-            await self.flush()
+            if self._committer is not None:
+                await self._commit_now(stop=True)
         finally:
-            self._closed = True
-            task, self._task = self._task, None
-            if task is not None:
-                if self._wake is not None:
-                    self._wake.set()
-                try:
-                    await task
-                except asyncio.CancelledError:
-                    if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                        raise
+            committer, self._committer = self._committer, None
+            if committer is not None:
+                self._final = (
+                    committer.events_written,
+                    committer.flushes,
+                    committer.largest_flush,
+                    committer.error,
+                )
             self.store._forget_observer(self)
+
+    async def _commit_now(self, *, stop: bool) -> None:
+        """Fold and hand over everything, then wait for its commit (and that of all before)."""
+        if self._buffer:
+            self._fold()
+        waiter = asyncio.get_running_loop().create_future()
+        self._hand_over(waiter, stop=stop)
+        try:
+            await waiter
+        except Exception as exc:
+            raise StoreError(
+                f"{self.store.path}: could not record run {self.run_id}: {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------ state
 
     @property
     def buffered(self) -> int:
         """Events seen but not yet committed."""
-        return len(self._buffer) + len(self._unwritten)
+        committer = self._committer
+        pending = committer.pending if committer is not None else 0
+        return len(self._buffer) // 3 + self._folded + pending
 
     @property
     def closed(self) -> bool:
         """True once :meth:`close` has run."""
         return self._closed
+
+    @property
+    def events_written(self) -> int:
+        """Events committed so far (for tests, benchmarks and a dashboard's health line)."""
+        return self._counters()[0]
+
+    @property
+    def flushes(self) -> int:
+        """Transactions committed so far."""
+        return self._counters()[1]
+
+    @property
+    def largest_flush(self) -> int:
+        """Events in the biggest commit so far."""
+        return self._counters()[2]
+
+    @property
+    def error(self) -> BaseException | None:
+        """The last write error; None once a later commit succeeds."""
+        return self._counters()[3]
+
+    def _counters(self) -> tuple[int, int, int, BaseException | None]:
+        committer = self._committer
+        if committer is None:
+            return self._final
+        return (
+            committer.events_written,
+            committer.flushes,
+            committer.largest_flush,
+            committer.error,
+        )
