@@ -283,6 +283,53 @@ async def test_a_failed_flush_keeps_its_events_for_the_next(
     assert (await store.get_run(run_id)).succeeded == 2
 
 
+def _random_events(rng: random.Random, items: int, count: int) -> list[Any]:
+    """A plausible flat event stream: sessions of attempts, retries, results, resends."""
+    ev = ProcessingEvent
+    attempt = dict.fromkeys(range(items), 0)
+    events: list[Any] = [ev.BATCH_STARTED, {}, 0.0]
+    for step in range(1, count + 1):
+        i = rng.randrange(items)
+        item, now = f"item-{i:03d}", float(step)
+        n = attempt[i]
+        kind = rng.random()
+        if n == 0 or kind < 0.2:
+            attempt[i] = n = 1 if n == 0 or kind < 0.05 else n + 1
+            events += [ev.ITEM_STARTED, {"item_id": item, "attempt": n}, now]
+        elif kind < 0.35:
+            events += [ev.ITEM_RETRY, {"item_id": item, "attempt": n, "wait": 0.1}, now]
+        elif kind < 0.4:
+            data = {"item_id": item, "attempt": n, "suggested_wait": 1.0}
+            events += [ev.RATE_LIMIT_HIT, data, now]
+        else:
+            done = {"item_id": item, "attempts": n, "duration": 0.5, "cost": i / 10 or None}
+            if kind < 0.8:
+                done["tokens"] = {"input_tokens": i, "output_tokens": 2, "cached_input_tokens": 1}
+                events += [ev.ITEM_COMPLETED, done, now]
+            else:
+                events += [ev.ITEM_FAILED, {**done, "error": "E", "error_category": "c"}, now]
+            attempt[i] = 0
+    return events
+
+
+def test_folding_in_pieces_gives_the_rows_of_folding_at_once() -> None:
+    """The observer folds a flush's events in several goes: the rows must not depend on it."""
+    from async_batch_llm.store.rows import fold
+
+    rng = random.Random(4)
+    for _ in range(50):
+        events = _random_events(rng, items=rng.randint(1, 6), count=rng.randint(1, 40))
+        whole = [segment.rows() for segment in fold(events)]
+        pieces = None
+        cut = 0
+        while cut < len(events):
+            step = 3 * rng.randint(1, 5)
+            pieces = fold(events[cut : cut + step], pieces)
+            cut += step
+        assert pieces is not None
+        assert [segment.rows() for segment in pieces] == whole
+
+
 # ---------------------------------------------------------------------- settings
 
 
