@@ -34,6 +34,10 @@ from .statements import write_segments
 logger = logging.getLogger("async_batch_llm.store")
 
 
+#: Events handed over but not committed beyond which the loop waits for the thread.
+BACKLOG = 100_000
+
+
 class _Job(NamedTuple):
     """One hand-over: rows of ``events`` events, and who waits for their commit."""
 
@@ -59,6 +63,7 @@ class Committer:
         self.retry_interval = retry_interval
         self.label = label
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._committed = threading.Event()  # set after each commit (or failed commit)
         self._db: sqlite3.Connection | None = None
         self._unwritten: list[Segment] = []
         self._unwritten_events = 0
@@ -92,7 +97,8 @@ class Committer:
         self._jobs.put(_Job(segments, events, waiter, stop))
 
     def make_way(self, pause: float) -> None:
-        """If the thread has rows to commit, sleep ``pause`` seconds so that it gets the GIL.
+        """If the thread has rows to commit, sleep ``pause`` seconds so that it gets the GIL;
+        if it has more than :data:`BACKLOG` events to commit, wait until it is back under.
 
         Why: a thread that waits for the GIL while the loop is busy can wait for seconds.
         CPython asks the GIL's holder to let go only once a waiter has waited 5 ms with no
@@ -101,10 +107,22 @@ class Committer:
         waits anew. The thread needs the GIL after each statement; without this, a dry run
         of 100,000 items made 2 commits, both after the run, and nothing ran beside the
         loop. The loop calls this between folds; the thread then binds its next statement
-        and runs it in SQLite, without the GIL, beside the loop.
+        and runs it in SQLite, without the GIL, beside the loop. The backlog bound holds
+        the engine back (memory stays bounded) only when results come faster than SQLite
+        can take them, which a dry run can do and a real provider does not.
         """
-        if self.submitted != self.events_written and self.error is None:
-            time.sleep(pause)
+        if self.submitted == self.events_written or self.error is not None:
+            return
+        time.sleep(pause)
+        committed = self._committed
+        while (
+            self.submitted - self.events_written > BACKLOG
+            and self.error is None
+            and self._thread.is_alive()
+        ):
+            committed.clear()
+            if self.submitted - self.events_written > BACKLOG:
+                committed.wait(0.1)
 
     @property
     def pending(self) -> int:
@@ -127,6 +145,7 @@ class Committer:
                     while not jobs.empty():  # fallen behind: one transaction for them all
                         batch.append(jobs.get_nowait())
                 error = self._commit(batch)
+                self._committed.set()
                 stop = any(job.stop for job in batch)
                 if stop:
                     self._close()  # before the waiter hears: closed means closed
