@@ -283,6 +283,34 @@ async def test_a_failed_flush_keeps_its_events_for_the_next(
     assert (await store.get_run(run_id)).succeeded == 2
 
 
+async def test_a_commit_refused_by_a_locked_file_is_made_once_the_lock_is_gone(
+    tmp_path: Path,
+) -> None:
+    """The writer has a connection of its own: another writer's lock fails a flush, not a run."""
+    path = tmp_path / "runs.db"
+    store = await RunStore.open(path, busy_timeout=0.1)
+    try:
+        run_id = await store.create_run(name="t")
+        await store.ingest(run_id, _items(2))
+        writer = store.observer(run_id, flush_interval=60)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        done = {"item_id": "item-000", "attempts": 1, "tokens": {"input_tokens": 4}}
+        writer.on_event_sync(ProcessingEvent.ITEM_COMPLETED, done)
+        with pytest.raises(StoreError, match="could not record run"):
+            await writer.flush()
+        assert writer.buffered == 1 and writer.error is not None
+        other.execute("ROLLBACK")
+        other.close()
+        writer.on_event_sync(ProcessingEvent.ITEM_COMPLETED, {**done, "item_id": "item-001"})
+        await writer.close()
+        assert writer.error is None and writer.buffered == 0
+        run = await store.get_run(run_id)
+        assert (run.succeeded, run.input_tokens) == (2, 8)
+    finally:
+        await store.close()
+
+
 def _random_events(rng: random.Random, items: int, count: int) -> list[Any]:
     """A plausible flat event stream: sessions of attempts, retries, results, resends."""
     ev = ProcessingEvent

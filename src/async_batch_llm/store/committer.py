@@ -171,15 +171,13 @@ class Committer:
         self._unwritten, self._unwritten_events = [], 0
         try:
             db = self._db or self._connect()
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                write_segments(db, self.run_id, segments)
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            db.execute("BEGIN IMMEDIATE")
+            write_segments(db, self.run_id, segments)
+            db.execute("COMMIT")
         except Exception as exc:
+            # Closing rolls back whatever was begun; the next try starts on a fresh connection.
+            with contextlib.suppress(Exception):
+                self._close()
             self._unwritten, self._unwritten_events = segments, events
             if self.error is None:
                 logger.error(
@@ -198,9 +196,9 @@ class Committer:
         return None
 
     def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         """The writer's connection, with the per-connection settings :meth:`RunStore.open` uses."""
