@@ -6,9 +6,11 @@ FROM (VALUES (?, ...), (?, ...), ...)``), not one row per ``executemany`` step. 
 once per row, and while the engine keeps the interpreter busy each of those hand-offs
 waits for the loop (measured: ~40 us per row under a dry run vs ~17 us of work). One
 statement per chunk binds its parameters in one go and runs the whole chunk without the
-GIL: one hand-off per few hundred rows. Chunks are padded with NULL rows (which match no
-item) to a power of two, so a handful of statement texts covers every flush and each is
-parsed once (``sqlite3``'s statement cache).
+GIL: the writer's thread needs the GIL back once per chunk of up to ``CHUNK_ROWS`` rows.
+Chunks are padded to a power of two with rows whose id is empty (no item has one), so a
+handful of statement texts covers every flush and each is parsed once (``sqlite3``'s
+statement cache). The rows hold no NULL or bool where they can help it (see
+:func:`.rows.fold`): ``sqlite3`` binds those ten times slower than ints and floats.
 
 Why not one statement per flush with the rows as one JSON parameter (``json_each``)? It
 was measured: it also spares the hand-offs, but costs twice the CPU per row (about 28 vs
@@ -145,9 +147,10 @@ WHERE id = ?2
 _RUN_OPS = {RUN_STARTED: RUN_STARTED_SQL, RUN_COMPLETED: RUN_COMPLETED_SQL}
 
 
-#: Most rows per statement (fewer if the SQLite build allows fewer parameters).
+#: Most rows per statement: 2048 rows of 13 values fit SQLite's default limit of 32,766
+#: parameters (a build that allows fewer gets smaller chunks, see :func:`chunk_rows`).
 CHUNK_ROWS = 2048
-#: The smallest padded chunk: a flush of a few rows does not need a statement of its own.
+#: The smallest chunk: one, two and four rows share the statement of eight.
 _MIN_ROWS = 8
 
 
