@@ -82,7 +82,8 @@ class RateHistory:
 
     def add(self, now: float, amount: float = 1.0) -> None:
         """Count ``amount`` at time ``now``."""
-        self._advance(now)
+        if int(now) != self._second:  # most events fall in the current second
+            self._advance(now)
         self._buckets[-1] += amount
 
     def rate(self, now: float, window: int = RATE_WINDOW_SECONDS) -> float:
