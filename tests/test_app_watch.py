@@ -172,3 +172,37 @@ async def test_watch_reads_a_real_store(tmp_path: Path) -> None:
         progress = str(app.main.query_one("#progress-text", Static).render())
         assert progress.startswith("30/30 100.0%")
         assert "completed" in str(app.main.query_one("#run-badge", Static).render())
+
+
+async def test_watch_counts_retries_and_429s_from_the_attempt_history(
+    tmp_path: Path, fast_config: Any
+) -> None:
+    """Watch mode has no engine events: retries and 429s come from the stored attempts."""
+    from async_batch_llm import LLMWorkItem, ParallelBatchProcessor
+    from async_batch_llm.store import RunStore
+    from async_batch_llm.testing.fake import FakeStrategy
+
+    store = await RunStore.open(tmp_path / "runs.db")
+    run_id = await store.create_run(name="t")
+    await store.ingest(run_id, [(f"i{n}", f"p{n}", None) for n in range(4)])
+    strategy = FakeStrategy(
+        script={"p0": ["server_error", "ok"], "p1": ["rate_limit:0.01", "server_error", "ok"]}
+    )
+    writer = store.observer(run_id)
+    processor: Any = ParallelBatchProcessor(config=fast_config(), observers=[writer])
+    async for item in store.pending_items(run_id):
+        await processor.add_work(LLMWorkItem(item.item_id, strategy, item.prompt))
+    await processor.process_all()
+    await writer.close()
+    await store.close()
+
+    source = StoreSource(tmp_path / "runs.db", "latest")
+    await source.open()
+    try:
+        snapshot = await source.snapshot()
+    finally:
+        await source.close()
+    assert (snapshot.retries, snapshot.rate_limits) == (2, 1)
+    dashboard = Dashboard()
+    apply_snapshot(dashboard, snapshot, NOW)
+    assert (dashboard.state.retries, dashboard.state.rate_limits) == (2, 1)

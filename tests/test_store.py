@@ -147,6 +147,9 @@ async def test_attempt_history_tells_a_retried_items_story(
         (4, "ok", None),
     ]
     assert all(a.started_at and a.ended_at and a.duration is not None for a in item.history)
+    # The run's attempt outcomes, as watch mode counts its retries and 429s (a success at
+    # the first attempt has no attempt row: only item-000's final "ok" is stored).
+    assert await store.attempt_outcomes(run_id) == {"retry": 2, "rate_limited": 1, "ok": 1}
     assert item.history[0].error and "503" in item.history[0].error
     assert item.history[0].wait is not None and item.history[1].wait == pytest.approx(0.01)
     # An item that succeeded at once has a one-line story (kept off the hot path).

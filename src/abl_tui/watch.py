@@ -21,15 +21,20 @@ from .state import MAX_FAILED_ROWS, WorkerState, stored_run
 
 #: Seconds between two reads of the store.
 POLL_SECONDS = 0.5
+#: Seconds between two counts of the run's retries and 429s (a scan of its attempts).
+OUTCOME_COUNT_SECONDS = 2.0
 
 
 @dataclass
 class Snapshot:
-    """What one poll read: the run summary, its failed items and the items under way."""
+    """What one poll read: the run summary, its failed items, the items under way, and
+    how many attempts so far ended in a retry or a rate limit."""
 
     run: Any
     failed: list[Any] = field(default_factory=list)
     running: list[Any] = field(default_factory=list)
+    retries: int = 0
+    rate_limits: int = 0
 
 
 class RunSource(Protocol):
@@ -64,6 +69,8 @@ class StoreSource:
         self.run_ref = run_ref
         self._store: Any = None
         self._run_id = ""
+        self._outcomes: dict[str, int] = {}
+        self._outcomes_at = float("-inf")
 
     async def open(self) -> str:
         from async_batch_llm.store import RunStore
@@ -78,7 +85,14 @@ class StoreSource:
         run = await store.get_run(run_id)
         failed = await store.failed_items(run_id, limit=MAX_FAILED_ROWS) if run.failed else []
         running = await store.items(run_id, status="running", limit=None)
-        return Snapshot(run, failed, running)
+        now = time.monotonic()
+        if now - self._outcomes_at >= OUTCOME_COUNT_SECONDS:  # a scan: not every poll
+            self._outcomes_at = now
+            self._outcomes = await store.attempt_outcomes(run_id)
+        outcomes = self._outcomes
+        return Snapshot(
+            run, failed, running, outcomes.get("retry", 0), outcomes.get("rate_limited", 0)
+        )
 
     async def item(self, item_id: str) -> Any:
         return await self._store.item(self._run_id, item_id)
@@ -116,6 +130,8 @@ def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None
             sorted(snapshot.running, key=lambda item: item.started_at or now)
         )
     }
+    state.retries = snapshot.retries
+    state.rate_limits = snapshot.rate_limits
     state.status = run.status
     state.started_at = run.started_at
     state.finished_at = None if run.status == "running" else run.finished_at

@@ -537,6 +537,20 @@ class RunStore:
         counts["succeeded"] = counts["total"] - sum(number for _, number in rows)
         return counts
 
+    async def attempt_outcomes(self, run_id: str) -> dict[str, int]:
+        """How many of the run's stored attempts ended each way (``retry``, ``rate_limited``, ...).
+
+        A first attempt that succeeded has no row of its own (it is told by the item row),
+        so ``ok`` counts only later successes. Scans the run's attempt rows: a reader
+        (watch mode) should not ask every poll.
+        """
+        rows = await self._fetchall(
+            "SELECT outcome, COUNT(*) FROM attempts"
+            " WHERE run_id = ? AND outcome IS NOT NULL GROUP BY outcome",
+            (run_id,),
+        )
+        return {outcome: count for outcome, count in rows}
+
     async def failed_items(self, run_id: str, limit: int | None = 100) -> list[ItemRecord]:
         """Failed items in input order (all of them with ``limit=None``)."""
         return await self.items(run_id, status="failed", limit=limit)
