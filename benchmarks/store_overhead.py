@@ -29,24 +29,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# The engine benchmark's strategy: it answers at once, never awaiting (a dry run answers
+# with the base class's mock, ``LLMCallStrategy.dry_run``).
+from engine_overhead import InstantStrategy  # a sibling script: its folder is on sys.path
+
 from async_batch_llm import (
     BaseObserver,
-    LLMCallStrategy,
     LLMWorkItem,
     ParallelBatchProcessor,
     ProcessingEvent,
     ProcessorConfig,
 )
 from async_batch_llm.store import RunStore
-
-USAGE = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15, "cached_input_tokens": 0}
-
-
-class InstantStrategy(LLMCallStrategy[str]):
-    """Answers at once, never awaiting (``dry_run`` is the base class's mock answer)."""
-
-    async def execute(self, prompt: str, attempt: int, timeout: float, state: Any = None):
-        return prompt, USAGE
 
 
 class YieldingStrategy(InstantStrategy):

@@ -164,7 +164,7 @@ class ParallelBatchProcessor(
         if self._started and not self._streaming:
             raise RuntimeError("cannot add work after process_all() has started")
         if self._queue is None:
-            self._add_to_backlog(work_item)
+            self._extend_backlog((work_item,))
             return
         if not isinstance(work_item, LLMWorkItem):
             raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
@@ -212,15 +212,6 @@ class ParallelBatchProcessor(
             self._added += count
             self._stats.total = self._added
         return count
-
-    def _add_to_backlog(self, work_item: LLMWorkItem[TInput, TOutput, TContext]) -> None:
-        if not isinstance(work_item, LLMWorkItem):
-            raise TypeError(f"add_work expects an LLMWorkItem, got {type(work_item).__name__}")
-        if self._closed:
-            raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
-        self._backlog.append(work_item)
-        self._added += 1
-        self._stats.total = self._added
 
     async def process_all(self) -> BatchResult[TOutput, TContext]:
         """Run every added item; return all results (completion order)."""

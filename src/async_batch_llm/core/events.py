@@ -211,17 +211,6 @@ class EventDispatcher:
         routes = self._routes[event]
         if not routes:
             return None
-        if len(routes) == 1:
-            handler = routes[0][0]
-
-            def deliver_one(data: dict[str, Any]) -> None:
-                try:
-                    handler(event, data)
-                except Exception:
-                    logger.exception("observer %r failed on %s; skipped", handler, event.value)
-
-            return deliver_one
-
         def deliver(data: dict[str, Any]) -> None:
             for handler, copy in routes:
                 try:
