@@ -26,8 +26,10 @@ import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
+from .lease import check_owner
 from .rows import Segment
 from .statements import write_segments
 
@@ -43,6 +45,7 @@ class _Job(NamedTuple):
 
     segments: list[Segment]
     events: int
+    finals: int  # of which final results (counted only for back-pressure, else 0)
     waiter: asyncio.Future[None] | None
     stop: bool
 
@@ -55,22 +58,37 @@ class Committer:
     """
 
     def __init__(
-        self, uri: str, run_id: str, *, busy_timeout: float, retry_interval: float, label: str
+        self,
+        uri: str,
+        run_id: str,
+        *,
+        busy_timeout: float,
+        retry_interval: float,
+        label: str,
+        owner: str | None = None,
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.uri = uri
         self.run_id = run_id
         self.busy_timeout = busy_timeout
         self.retry_interval = retry_interval
         self.label = label
+        #: The lease owner each commit checks first (None: no check).
+        self.owner = owner
+        #: Called in the loop after every commit or failed commit (back-pressure).
+        self._notify = notify
+        self._loop = asyncio.get_running_loop() if notify is not None else None
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._committed = threading.Event()  # set after each commit (or failed commit)
         self._db: sqlite3.Connection | None = None
         self._unwritten: list[Segment] = []
         self._unwritten_events = 0
+        self._unwritten_finals = 0
         #: Events handed over (by the loop), committed, commits made, the most events in
         #: one commit, and the last write error (None once a later commit succeeds).
         self.submitted = 0
         self.events_written = 0
+        self.finals_written = 0
         self.flushes = 0
         self.largest_flush = 0
         self.error: BaseException | None = None
@@ -88,13 +106,15 @@ class Committer:
         waiter: asyncio.Future[None] | None = None,
         *,
         stop: bool = False,
+        finals: int = 0,
     ) -> None:
         """Hand over rows to commit; ``waiter`` is settled once they are (or fail to be).
 
         With ``stop=True`` the thread closes its connection and ends after that commit.
+        ``finals``: how many of the events are final results (see ``finals_written``).
         """
         self.submitted += events
-        self._jobs.put(_Job(segments, events, waiter, stop))
+        self._jobs.put(_Job(segments, events, finals, waiter, stop))
 
     def make_way(self, pause: float) -> None:
         """If the thread has rows to commit, sleep ``pause`` seconds so that it gets the GIL;
@@ -129,6 +149,11 @@ class Committer:
         """Events handed over and not yet committed."""
         return self.submitted - self.events_written
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread has ended."""
+        return self._thread.is_alive()
+
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
@@ -146,6 +171,9 @@ class Committer:
                         batch.append(jobs.get_nowait())
                 error = self._commit(batch)
                 self._committed.set()
+                if self._loop is not None and self._notify is not None:
+                    with contextlib.suppress(RuntimeError):  # the loop has closed
+                        self._loop.call_soon_threadsafe(self._notify)
                 stop = any(job.stop for job in batch)
                 if stop:
                     self._close()  # before the waiter hears: closed means closed
@@ -162,16 +190,19 @@ class Committer:
     def _commit(self, batch: list[_Job]) -> BaseException | None:
         """Commit what ``batch`` holds after what a failed commit left; None or the error."""
         segments = self._unwritten
-        events = self._unwritten_events
+        events, finals = self._unwritten_events, self._unwritten_finals
         for job in batch:
             segments = segments + job.segments
             events += job.events
+            finals += job.finals
         if not segments:
             return None
-        self._unwritten, self._unwritten_events = [], 0
+        self._unwritten, self._unwritten_events, self._unwritten_finals = [], 0, 0
         try:
             db = self._db or self._connect()
             db.execute("BEGIN IMMEDIATE")
+            if self.owner is not None:
+                check_owner(db, self.run_id, self.owner)
             write_segments(db, self.run_id, segments)
             db.execute("COMMIT")
         except Exception as exc:
@@ -179,6 +210,7 @@ class Committer:
             with contextlib.suppress(Exception):
                 self._close()
             self._unwritten, self._unwritten_events = segments, events
+            self._unwritten_finals = finals
             if self.error is None:
                 logger.error(
                     "run store %s: could not write %d events of run %s (kept, will retry): %s",
@@ -191,6 +223,7 @@ class Committer:
             return exc
         self.error = None
         self.events_written += events
+        self.finals_written += finals
         self.flushes += 1
         self.largest_flush = max(self.largest_flush, events)
         return None

@@ -29,6 +29,7 @@ class RunSummary:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    note: str | None = None  # why the run stopped, when something stopped it
 
     @property
     def done(self) -> int:
@@ -116,7 +117,7 @@ class PendingItem:
 
 RUN_COLUMNS = (
     "id, name, source, status, settings, total, succeeded, failed, input_tokens, "
-    "output_tokens, cached_tokens, cost, created_at, started_at, finished_at"
+    "output_tokens, cached_tokens, cost, created_at, started_at, finished_at, note"
 )
 
 ITEM_COLUMNS = (
@@ -148,6 +149,7 @@ def run_from_row(row: sqlite3.Row | tuple[Any, ...]) -> RunSummary:
         created_at=row[12],
         started_at=row[13],
         finished_at=row[14],
+        note=row[15] if len(row) > 15 else None,
     )
 
 

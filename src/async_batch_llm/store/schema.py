@@ -18,7 +18,7 @@ from .errors import StoreError
 #: The ``meta`` row that marks a SQLite file as a run store.
 APP_ID = "async_batch_llm.run_store"
 #: The schema this code writes. Files from a newer version are refused, older ones migrated.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "interrupted")
@@ -68,6 +68,23 @@ CREATE TABLE attempts (
 CREATE INDEX attempts_open ON attempts (run_id) WHERE outcome IS NULL;
 """
 
+# Who runs what: one row per lease (see :mod:`.lease`). A lease covers the items with
+# ``first_idx <= idx < end_idx`` (``end_idx`` NULL: to the end); today every lease covers
+# the whole run (0, NULL), later processes may lease disjoint ranges of one run.
+_LEASES_TABLE = """
+CREATE TABLE leases (
+  run_id TEXT NOT NULL,
+  first_idx INTEGER NOT NULL DEFAULT 0,
+  end_idx INTEGER,
+  owner TEXT NOT NULL,               -- random per runner: who may write the run's results
+  pid INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  acquired_at REAL NOT NULL,
+  heartbeat_at REAL NOT NULL,
+  PRIMARY KEY (run_id, first_idx)
+);
+"""
+
 #: The current schema, as a fresh file gets it.
 CREATE_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,7 +104,8 @@ CREATE TABLE runs (
   input_tokens INTEGER NOT NULL DEFAULT 0,
   output_tokens INTEGER NOT NULL DEFAULT 0,
   cached_tokens INTEGER NOT NULL DEFAULT 0,
-  cost REAL
+  cost REAL,
+  note TEXT                          -- why the run stopped, when it did not end by itself
 );
 CREATE TABLE items (
   run_id TEXT NOT NULL,
@@ -116,6 +134,7 @@ CREATE TABLE items (
 CREATE INDEX items_status ON items (run_id, status) WHERE status <> 'succeeded';
 CREATE UNIQUE INDEX items_order ON items (run_id, idx);
 {_ATTEMPTS_TABLE}
+{_LEASES_TABLE}
 """
 
 # v1 -> v2: v1 had no cached tokens or cost and no attempt history; totals are recounted.
@@ -134,8 +153,15 @@ CREATE INDEX items_status ON items (run_id, status) WHERE status <> 'succeeded';
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 """
 
+# v2 -> v3: leases (one owner per run) and the note saying why a run stopped.
+_MIGRATE_2_TO_3 = f"""
+ALTER TABLE runs ADD COLUMN note TEXT;
+{_LEASES_TABLE}
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
+"""
+
 #: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1``.
-MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2}
+MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
 
 
 def check_file(path: Path, *, readonly: bool) -> None:

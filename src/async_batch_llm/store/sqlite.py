@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
@@ -28,6 +29,18 @@ import aiosqlite
 
 from .encode import clean_text, from_json, new_run_id, strip_secrets, to_json
 from .errors import StoreError
+from .lease import (
+    STALE_AFTER,
+    WHOLE_RUN,
+    Lease,
+    LeaseClaim,
+    LeaseScope,
+    acquire,
+    insert_lease,
+    leases_of,
+    release,
+    renew,
+)
 from .records import (
     ATTEMPT_COLUMNS,
     ITEM_COLUMNS,
@@ -95,6 +108,8 @@ class RunStore:
         """
         path = Path(path).expanduser()
         check_file(path, readonly=readonly)
+        if not readonly:
+            _create_private(path)
         uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "?mode=rwc")
         connection = aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
         # aiosqlite's thread is not a daemon: a program that ends without closing the store
@@ -195,11 +210,14 @@ class RunStore:
         name: str | None = None,
         source: str | None = None,
         settings: Mapping[str, Any] | None = None,
+        lease: LeaseClaim | None = None,
     ) -> str:
         """Create a pending run and return its id (``r-YYYYMMDD-xxxxxx``).
 
         ``settings`` are stored without anything that could be a credential (see
-        :func:`~async_batch_llm.store.encode.strip_secrets`).
+        :func:`~async_batch_llm.store.encode.strip_secrets`). With ``lease``, the run is
+        leased to that claim in the same transaction: nobody else can take it even while
+        its items are still being stored.
         """
         clean = to_json(strip_secrets(dict(settings or {})))
         for _ in range(20):
@@ -212,6 +230,8 @@ class RunStore:
                         "VALUES (?, ?, ?, ?, ?)",
                         (run_id, name, source, clean, now),
                     )
+                    if lease is not None:
+                        await insert_lease(db, run_id, lease, WHOLE_RUN, now)
             except sqlite3.IntegrityError:
                 continue  # that id is taken: draw another
             return run_id
@@ -225,7 +245,7 @@ class RunStore:
         if status == "running":
             sql = (
                 "UPDATE runs SET status = ?, started_at = COALESCE(started_at, ?), "
-                "finished_at = NULL WHERE id = ?"
+                "finished_at = NULL, note = NULL WHERE id = ?"
             )
             params: tuple[Any, ...] = (status, now, run_id)
         elif status == "pending":
@@ -243,6 +263,7 @@ class RunStore:
         async with self.transaction() as db:
             await db.execute("DELETE FROM attempts WHERE run_id = ?", (run_id,))
             await db.execute("DELETE FROM items WHERE run_id = ?", (run_id,))
+            await db.execute("DELETE FROM leases WHERE run_id = ?", (run_id,))
             cursor = await db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             if cursor.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self.path}")
@@ -267,6 +288,44 @@ class RunStore:
             if row is None:
                 raise StoreError(f"no run {run_ref!r} in {self.path}")
         return run_from_row(row)
+
+    # ------------------------------------------------------------------ leases
+
+    async def acquire_lease(
+        self,
+        run_id: str,
+        claim: LeaseClaim,
+        *,
+        scope: LeaseScope = WHOLE_RUN,
+        stale_after: float = STALE_AFTER,
+    ) -> Lease:
+        """Lease ``run_id`` (its ``scope``) to ``claim``, taking over a dead owner's lease.
+
+        Raises :class:`~.lease.LeaseHeld` (a :class:`StoreError`) naming a live owner.
+        See :mod:`.lease` for what dead means and how runs will be shared.
+        """
+        await self._require_run(run_id)
+        async with self.transaction() as db:
+            return await acquire(db, run_id, claim, scope, stale_after)
+
+    async def renew_lease(
+        self, run_id: str, claim: LeaseClaim, *, scope: LeaseScope = WHOLE_RUN
+    ) -> None:
+        """The owner's heartbeat; :class:`~.lease.LeaseLost` if another took the run over."""
+        async with self.transaction() as db:
+            await renew(db, run_id, claim, scope)
+
+    async def release_lease(
+        self, run_id: str, claim: LeaseClaim, *, scope: LeaseScope = WHOLE_RUN
+    ) -> None:
+        """Give the lease up (nothing happens if it is no longer this owner's)."""
+        async with self.transaction() as db:
+            await release(db, run_id, claim, scope)
+
+    async def leases(self, run_id: str) -> list[Lease]:
+        """The run's leases (at most one today), live or not."""
+        async with self._lock:
+            return await leases_of(self._db, run_id)
 
     # ------------------------------------------------------------------ ingest
 
@@ -339,16 +398,31 @@ class RunStore:
     # ------------------------------------------------------------------ the writer
 
     def observer(
-        self, run_id: str, *, flush_interval: float = 0.05, flush_rows: int = 5_000
+        self,
+        run_id: str,
+        *,
+        flush_interval: float = 0.05,
+        flush_rows: int = 5_000,
+        owner: str | None = None,
+        max_unsettled: int | None = None,
     ) -> StoreObserver:
         """The observer that records ``run_id``'s events; close it when the processor is done.
 
         Its ``on_event`` never awaits; a writer thread commits every ``flush_interval``
-        seconds (or once ``flush_rows`` events wait), one transaction per flush.
+        seconds (or once ``flush_rows`` events wait), one transaction per flush. With
+        ``owner`` (a lease owner id) each commit first checks that the owner still holds
+        the run's lease. ``max_unsettled``: see :class:`StoreObserver` (back-pressure).
         """
         if self.readonly:
             raise StoreError(f"{self.path} is open read-only: it cannot record a run")
-        observer = StoreObserver(self, run_id, flush_interval=flush_interval, flush_rows=flush_rows)
+        observer = StoreObserver(
+            self,
+            run_id,
+            flush_interval=flush_interval,
+            flush_rows=flush_rows,
+            owner=owner,
+            max_unsettled=max_unsettled,
+        )
         self._observers.add(observer)
         return observer
 
@@ -384,9 +458,10 @@ class RunStore:
                 return
             last = rows[-1][1]
 
-    async def mark_interrupted(self, run_id: str) -> int:
+    async def mark_interrupted(self, run_id: str, note: str | None = None) -> int:
         """After a stop or a crash: items left running become interrupted (their open
-        attempts too) and the run is interrupted. Returns how many items were running."""
+        attempts too) and the run is interrupted, with ``note`` saying why if given.
+        Returns how many items were running."""
         await self._flush_observers(run_id)
         now = time.time()
         async with self.transaction() as db:
@@ -401,8 +476,9 @@ class RunStore:
             )
             count = cursor.rowcount
             cursor = await db.execute(
-                "UPDATE runs SET status = 'interrupted', finished_at = ? WHERE id = ?",
-                (now, run_id),
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, "
+                "note = COALESCE(?, note) WHERE id = ?",
+                (now, note, run_id),
             )
             if cursor.rowcount == 0:
                 raise StoreError(f"no run {run_id!r} in {self.path}")
@@ -658,6 +734,19 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _create_private(path: Path) -> None:
+    """Create a new store file readable by its owner only (0600): runs hold prompts and
+    answers. SQLite gives the ``-wal`` and ``-shm`` files it adds the same mode."""
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return  # another process made it meanwhile
+    except OSError as exc:
+        raise StoreError(f"cannot create run store {path}: {exc.strerror or exc}") from None
 
 
 def _database_error(path: Path, exc: sqlite3.DatabaseError) -> str:

@@ -44,6 +44,8 @@ HANDOFF = 0.001
 FOLD_EVENTS = 128
 
 _EV = ProcessingEvent
+_COMPLETED = _EV.ITEM_COMPLETED
+_FAILED = _EV.ITEM_FAILED
 
 
 class _Store(Protocol):
@@ -61,6 +63,15 @@ class StoreObserver(BaseObserver):
 
     Call :meth:`close` when the processor is done (it commits everything left and stops
     the writer); :meth:`flush` commits what has been seen so far and waits for it.
+
+    Back-pressure (``max_unsettled``): results paid for but not yet committed are money at
+    risk if the store cannot take them (disk full, file locked). Given a limit, the writer
+    counts final results as they come; past half the limit it hands them to the writer
+    thread at once (instead of at the next flush), and at the limit, or as soon as a
+    commit fails, it sets :attr:`blocked` and calls :attr:`on_pressure` (True), so the
+    owner pauses dispatch; once commits catch up it calls ``on_pressure(False)``. With
+    dispatch paused only the calls already under way can still be answered, so at most
+    ``max_unsettled`` + the worker count answers are ever paid and not stored.
     """
 
     #: What the store records: worker and cooldown events are not even delivered.
@@ -84,13 +95,28 @@ class StoreObserver(BaseObserver):
         flush_interval: float = 0.05,
         flush_rows: int = 5_000,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
+        max_unsettled: int | None = None,
     ) -> None:
         if flush_interval <= 0:
             raise ValueError(f"flush_interval must be > 0, got {flush_interval!r}")
         if flush_rows < 1:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows!r}")
+        if max_unsettled is not None and max_unsettled < 1:
+            raise ValueError(f"max_unsettled must be >= 1, got {max_unsettled!r}")
         self.store = store
         self.run_id = run_id
+        self.owner = owner
+        self.max_unsettled = max_unsettled
+        self._hurry_at = max(1, max_unsettled // 2) if max_unsettled else 0
+        self._finals_seen = 0  # final results seen (counted only with max_unsettled)
+        self._finals_handed = 0  # ... and handed to the writer thread
+        #: True while dispatch should wait for the store (see the class docstring).
+        self.blocked = False
+        #: Loop time since which :attr:`blocked` has been True.
+        self.blocked_since = 0.0
+        #: Called with the new value of :attr:`blocked` whenever it changes.
+        self.on_pressure: Callable[[bool], None] | None = None
         self.flush_interval = flush_interval
         self.flush_rows = flush_rows
         self._clock = clock
@@ -120,6 +146,10 @@ class StoreObserver(BaseObserver):
         """
         buffer = self._buffer
         buffer.extend((event, data, self._clock()))
+        if self._hurry_at and (event is _COMPLETED or event is _FAILED):
+            self._finals_seen += 1
+            if self._finals_seen - self._finals_committed() >= self._hurry_at:
+                self._hurry()
         if self._idle or len(buffer) >= self._fold_at:
             self._wake()
 
@@ -170,7 +200,56 @@ class StoreObserver(BaseObserver):
         segments, events = self._segments, self._folded
         self._segments, self._folded = [], 0
         self._handed_at = asyncio.get_running_loop().time()
-        committer.submit(segments, events, waiter, stop=stop)
+        finals, self._finals_handed = self._finals_seen - self._finals_handed, self._finals_seen
+        committer.submit(segments, events, waiter, stop=stop, finals=finals)
+
+    # ------------------------------------------------------------------ back-pressure
+
+    def _finals_committed(self) -> int:
+        committer = self._committer
+        return committer.finals_written if committer is not None else 0
+
+    @property
+    def unsettled(self) -> int:
+        """Final results seen and not yet committed (counted only with ``max_unsettled``)."""
+        return self._finals_seen - self._finals_committed()
+
+    def _hurry(self) -> None:
+        """Results wait uncommitted: hand them over now if the writer thread is idle, and
+        at ``max_unsettled`` ask for dispatch to stop."""
+        committer = self._committer
+        if committer is None or self._closed:
+            return
+        if committer.pending == 0 and committer.error is None:
+            if self._buffer:
+                self._fold()
+            self._hand_over(None)
+        limit = self.max_unsettled
+        if not self.blocked and limit is not None and self.unsettled >= limit:
+            self._set_blocked(True)
+
+    def _after_commit(self) -> None:
+        """In the loop, after each commit or failed commit: hurry what waits, and block or
+        unblock dispatch."""
+        committer = self._committer
+        if committer is None or self.max_unsettled is None:
+            return
+        unsettled = self.unsettled
+        if unsettled >= self._hurry_at and committer.pending == 0 and committer.error is None:
+            if self._buffer:
+                self._fold()
+            if self._folded:
+                self._hand_over(None)
+        blocked = committer.error is not None or unsettled >= self.max_unsettled
+        if blocked != self.blocked:
+            self._set_blocked(blocked)
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self.blocked = blocked
+        if blocked:
+            self.blocked_since = asyncio.get_running_loop().time()
+        if self.on_pressure is not None:
+            self.on_pressure(blocked)
 
     # ------------------------------------------------------------------ the writer
 
@@ -188,6 +267,8 @@ class StoreObserver(BaseObserver):
             busy_timeout=self.store.busy_timeout,
             retry_interval=self.flush_interval,
             label=str(self.store.path),
+            owner=self.owner,
+            notify=self._after_commit if self.max_unsettled is not None else None,
         )
 
     async def flush(self) -> None:
