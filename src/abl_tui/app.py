@@ -19,7 +19,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from .palette import DashboardCommands
-from .screens import ConfirmScreen, ItemDetailScreen, MainScreen, RunsScreen
+from .screens import ConfirmScreen, HelpScreen, ItemDetailScreen, MainScreen, RunsScreen
 from .session import Dashboard, RunnerLike
 from .themes import DEFAULT_THEME, STATUS_VARIABLES, load_all_themes
 
@@ -51,7 +51,13 @@ class DashboardApp(App[None]):
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live anywhere
     TITLE = "abl"
     COMMANDS = App.COMMANDS | {DashboardCommands}
-    BINDINGS = [Binding("q", "request_quit", "Quit", id="abl.quit")]
+    BINDINGS = [
+        Binding("q", "request_quit", "Quit", id="abl.quit"),
+        # Ctrl-C does what the README promises: the clean stop ``q`` makes (asking first
+        # while the run goes on; a second Ctrl-C answers yes), never Textual's hint toast.
+        Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True, id="abl.interrupt"),
+        Binding("question_mark", "help", "Help", key_display="?", id="abl.help"),
+    ]
 
     def __init__(
         self,
@@ -78,6 +84,7 @@ class DashboardApp(App[None]):
         self._switching = False
         self._bindings_key: tuple[object, ...] = ()
         self._ended_reported = False
+        self._quit_question: ConfirmScreen | None = None
         loaded = load_all_themes(themes_dir)
         for loaded_theme in loaded.themes:
             self.register_theme(loaded_theme)
@@ -119,7 +126,9 @@ class DashboardApp(App[None]):
                     self._drain(runner, budget=None)
                     dashboard.ended = True
                     self._report_end(runner)
-            dashboard.state.paused = runner.paused
+            paused = dashboard.state.paused = runner.paused
+            if paused and dashboard.active:
+                dashboard.state.mark_paused(self.clock())
         self.redraw()
 
     def _drain(self, runner: RunnerLike, budget: float | None = FOLD_BUDGET_SECONDS) -> None:
@@ -134,6 +143,7 @@ class DashboardApp(App[None]):
         error = getattr(runner.outcome, "error", None)
         if error and not self._ended_reported:
             self._ended_reported = True
+            self.dashboard.state.note(self.clock(), f"the run stopped: {error}", "store")
             self.notify(str(error), title="The run stopped", severity="error", timeout=30)
 
     def redraw(self) -> None:
@@ -183,8 +193,9 @@ class DashboardApp(App[None]):
         return self._can_command() and self.dashboard.state.failed > 0
 
     def can_pause(self) -> bool:
-        """True while pausing or resuming dispatch means something."""
-        return self._can_command()
+        """True while pausing or resuming dispatch means something: the run is going (or it
+        is paused, so it can be resumed)."""
+        return self._can_command() and (self.dashboard.active or self.runner_paused())
 
     def runner_paused(self) -> bool:
         """True while dispatch is paused."""
@@ -207,34 +218,64 @@ class DashboardApp(App[None]):
         if self.runner is None or not self.can_retry_item(item_id):
             return
         self.runner.retry_items([item_id])
-        self.dashboard.sent_again([item_id], self.clock())
+        now = self.clock()
+        self.dashboard.sent_again([item_id], now)
+        self.dashboard.state.note(now, f"retry {item_id} sent")
         self.notify(f"{item_id} sent again", timeout=3)
         self.redraw()
 
     def request_retry_all(self) -> None:
-        """Ask (showing the count), then send every failed item again."""
+        """Ask (showing the count), then send every failed item again; with a category
+        picked on the failed panel, only that category's items."""
         if not self.can_retry_all():
             return
-        count = self.dashboard.state.failed
+        category = self.main.failed.category_filter if self.main.ready else ""
+        group = self.main.failed.shown_failed_ids() if category else []
+        if category and not group:
+            category = ""
+        count = len(group) if category else self.dashboard.state.failed
 
         def answered(yes: bool | None) -> None:
             if yes and self.runner is not None and self.can_retry_all():
-                self.runner.retry_all_failed()
-                sent = list(self.dashboard.state.failed_items)
-                self.dashboard.sent_again(sent, self.clock())
-                self.notify(f"{count:,} failed item{'s' if count != 1 else ''} sent again")
-                self.redraw()
+                self._retry_group(group, category, count)
 
         noun = "item" if count == 1 else "items"
+        question = (
+            f"Retry the {count:,} failed {noun} in {category}?"
+            if category
+            else f"Retry all {count:,} failed {noun}?"
+        )
         self.push_screen(
             ConfirmScreen(
-                f"Retry all {count:,} failed {noun}?",
+                question,
                 "They are sent to the provider again; their history is kept.",
-                yes="Retry all",
+                yes="Retry" if category else "Retry all",
                 no="Cancel",
             ),
             answered,
         )
+
+    def _retry_group(self, group: list[str], category: str, count: int) -> None:
+        """Send a category's items (or, with none, every failed item) again, and show them
+        in the table's "retried" view, where their new outcomes arrive."""
+        assert self.runner is not None
+        if category:
+            self.runner.retry_items(group)
+            sent = group
+        else:
+            self.runner.retry_all_failed()
+            sent = list(self.dashboard.state.failed_items)
+        now = self.clock()
+        self.dashboard.sent_again(sent, now)
+        what = f"{count:,} failed item{'s' if count != 1 else ''}"
+        what += f" in {category}" if category else ""
+        self.dashboard.state.note(now, f"retry of {what} sent")
+        self.notify(f"{what} sent again")
+        if self.main.ready:
+            panel = self.main.failed
+            panel.category_filter = ""
+            panel.status_filter = "retried"
+        self.redraw()
 
     def set_paused(self, paused: bool) -> None:
         """Pause or resume dispatch (attempts under way finish either way)."""
@@ -245,8 +286,33 @@ class DashboardApp(App[None]):
         else:
             self.runner.resume()
         self.dashboard.state.paused = self.runner.paused
-        self.notify("paused: no new attempts start" if paused else "resumed", timeout=3)
+        message = "paused: no new attempts start" if paused else "resumed"
+        self.dashboard.state.note(self.clock(), message)
+        self.notify(message, timeout=3)
         self.redraw()
+
+    def copy_text(self, text: str, what: str) -> None:
+        """Put ``text`` on the clipboard (through the terminal) and say what was copied."""
+        self.copy_to_clipboard(text)
+        self.notify(f"copied {what} ({len(text):,} characters)", timeout=3)
+
+    def action_help(self) -> None:
+        """Show every key (``?``)."""
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def neighbour_item(self, item_id: str, step: int) -> str | None:
+        """The item ``step`` rows from ``item_id`` in the failed table (None past the ends)."""
+        keys = self.main.failed.table.keys if self.main.ready else []
+        if item_id not in keys:
+            return keys[0] if keys and step > 0 else None
+        index = keys.index(item_id) + step
+        return keys[index] if 0 <= index < len(keys) else None
+
+    def retry_state(self, item_id: str) -> str | None:
+        """What became of a hand retry of ``item_id`` (queued, running, ok, failed), if any."""
+        row = self.dashboard.retries.items.get(item_id)
+        return row.status if row is not None else None
 
     def open_item(self, item_id: str) -> None:
         """Show an item's detail screen."""
@@ -337,22 +403,32 @@ class DashboardApp(App[None]):
             self.exit()
             return
         run_id = self.dashboard.state.run_id
+        if self._quit_question is not None:
+            return  # already asking
 
         def answered(yes: bool | None) -> None:
+            self._quit_question = None
             if yes:
+                self.dashboard.state.note(self.clock(), "interrupted by the operator")
                 runner.cancel()
                 self.exit()
 
-        self.push_screen(
-            ConfirmScreen(
-                "The run is still going. Quit now?",
-                "Items under way are recorded as interrupted; the run stays resumable:\n"
-                f"  abl-tui resume {run_id or 'latest'}",
-                yes="Quit",
-                no="Keep running",
-            ),
-            answered,
+        self._quit_question = ConfirmScreen(
+            "The run is still going. Quit now?",
+            "Items under way are recorded as interrupted; the run stays resumable:\n"
+            f"  abl-tui resume {run_id or 'latest'}\n(Ctrl-C again: quit)",
+            yes="Quit",
+            no="Keep running",
         )
+        self.push_screen(self._quit_question, answered)
+
+    def action_interrupt(self) -> None:
+        """Ctrl-C: quit as ``q`` does; pressed again while it asks, the answer is yes."""
+        question = self._quit_question
+        if question is not None and self.screen is question:
+            question.dismiss(True)
+            return
+        self.action_request_quit()
 
     async def action_quit(self) -> None:
         """Ctrl+Q and the palette's Quit go through the same question as ``q``."""

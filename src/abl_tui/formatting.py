@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 
 def duration(seconds: float | None) -> str:
     """``42s``, ``3m 05s``, ``2h 01m``; ``--`` when unknown."""
@@ -46,3 +49,44 @@ def cost(value: float | None) -> str:
 def percent(share: float) -> str:
     """A 0-1 share as ``42.0%``."""
     return f"{share * 100:.1f}%"
+
+
+#: ``SomeError: `` / ``litellm.SomeError: `` / ``OpenAIException - `` wrappers around the
+#: provider's own words (litellm repeats its exception's name two or three times).
+_WRAPPER = re.compile(
+    r"^\s*(?:(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exceeded|Timeout)\s*(?::|-)\s*)+"
+)
+
+
+def provider_message(error: str) -> str:
+    """The provider's own words in an error text: ``The server is overloaded...`` rather than
+    ``ServiceUnavailableError: litellm.ServiceUnavailableError: ...``; JSON bodies give their
+    ``message``. The full text stays in the item's detail."""
+    text = " ".join(error.split())
+    stripped = _WRAPPER.sub("", text)
+    body = _json_message(stripped)
+    if body:
+        return body
+    return stripped or text
+
+
+def _json_message(text: str) -> str:
+    """The ``message`` (or ``error.message``) of a JSON error body, if ``text`` holds one."""
+    start = text.find("{")
+    if start < 0:
+        return ""
+    try:
+        body = json.loads(text[start:])
+    except ValueError:
+        return ""
+    while isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            value = body.get(key)
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, dict):
+                body = value
+                break
+        else:
+            return ""
+    return ""

@@ -94,7 +94,8 @@ class RetriedItem:
     status: RetryStatus = "queued"
     error_category: str = ""
     error: str = ""
-    attempts: int = 0
+    attempts: int = 0  # calls so far (the store's count: every round's)
+    base_attempts: int = 0  # calls before this hand retry
 
 
 class RetryLog:
@@ -135,7 +136,7 @@ class RetryLog:
             row.status = "failed"
             row.error = str(data.get("error") or "")
             row.error_category = data.get("error_category") or "unknown"
-            row.attempts = data.get("attempts", row.attempts)
+            row.attempts = row.base_attempts + data.get("attempts", 0)
         else:
             return
         self.version += 1
@@ -206,6 +207,7 @@ class Dashboard:
                     error_category=failed.error_category if failed else "",
                     error=failed.error if failed else "",
                     attempts=failed.attempts if failed else 0,
+                    base_attempts=failed.attempts if failed else 0,
                 )
             )
         self.retries.sent(rows)

@@ -8,7 +8,7 @@ of events into it a few times a second.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,20 +18,30 @@ HISTORY_SECONDS = 120
 RATE_WINDOW_SECONDS = 10
 #: Failed items kept in memory for the table (the store holds them all).
 MAX_FAILED_ROWS = 5_000
+#: Entries the event log keeps (the oldest are forgotten first).
+MAX_LOG_ENTRIES = 500
+#: The window the achieved requests-per-minute is averaged over.
+RPM_WINDOW_SECONDS = 60
 
 
 @dataclass(slots=True)
 class WorkerState:
-    """One worker: idle, or busy with an item's attempt since ``since``."""
+    """One worker: idle, or busy with an item since ``since`` (its first attempt here).
+
+    A worker keeps its item through the item's retries: between two attempts it is
+    ``waiting`` (a retry's back-off, or a rate-limit cooldown), still busy with that item,
+    as the engine's worker is. Watch mode, which reads the store, counts the same way.
+    """
 
     worker_id: int
     item_id: str | None = None
     attempt: int = 0
     since: float = 0.0
+    waiting: bool = False
 
     @property
     def busy(self) -> bool:
-        """True while the worker has an attempt under way."""
+        """True while the worker holds an item (calling the provider or waiting to retry)."""
         return self.item_id is not None
 
 
@@ -86,16 +96,43 @@ class RateHistory:
             self._advance(now)
         self._buckets[-1] += amount
 
-    def rate(self, now: float, window: int = RATE_WINDOW_SECONDS) -> float:
-        """Average per second over the last ``window`` whole seconds (the current one excluded)."""
+    def rate(
+        self,
+        now: float,
+        window: int = RATE_WINDOW_SECONDS,
+        skip: Container[int] = (),
+        since: float | None = None,
+    ) -> float:
+        """Average per second over the last ``window`` whole seconds (the current one
+        excluded), leaving out the seconds in ``skip`` (paused) and those before ``since``."""
         self._advance(now)
-        recent = list(self._buckets)[-window - 1 : -1]
-        return sum(recent) / len(recent) if recent else 0.0
+        if self._second is None:
+            return 0.0
+        buckets, current = self._buckets, self._second
+        first = int(since) if since is not None else current - len(buckets)
+        total, used = 0.0, 0
+        for back in range(1, len(buckets)):
+            second = current - back
+            if second < first or used >= window:
+                break
+            if second not in skip:
+                total += buckets[-1 - back]
+                used += 1
+        return total / used if used else 0.0
 
     def series(self, now: float, points: int = 60) -> list[float]:
         """The last ``points`` whole-second buckets, oldest first (for a sparkline)."""
         self._advance(now)
         return list(self._buckets)[-points - 1 : -1]
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of the event log: when, what kind (run, limits, operator, store), and what."""
+
+    at: float
+    kind: str
+    text: str
 
 
 @dataclass
@@ -128,6 +165,13 @@ class RunState:
     errors_by_category: dict[str, int] = field(default_factory=dict)
     already_done: int = 0  # items finished in earlier sessions of a resumed run
     cost_at_load: float = 0.0  # what those earlier sessions cost
+    tokens_at_load: int = 0  # the tokens those earlier sessions used
+    run_started_at: float | None = None  # the run's first start (a resumed run keeps it)
+    requests: RateHistory = field(default_factory=RateHistory)  # attempts started
+    paused_seconds: set[int] = field(default_factory=set)  # left out of rates and the ETA
+    log: deque[LogEntry] = field(default_factory=lambda: deque(maxlen=MAX_LOG_ENTRIES))
+    log_version: int = 0  # bumped on every new entry, so the log view can skip redraws
+    attempt_base: dict[str, int] = field(default_factory=dict)  # calls before a hand retry
 
     # ------------------------------------------------------------------ derived
 
@@ -146,30 +190,95 @@ class RunState:
         """Workers busy with an attempt."""
         return sum(1 for worker in self.workers.values() if worker.busy)
 
+    @property
+    def waiting(self) -> int:
+        """Busy workers between two attempts of their item (back-off or cooldown)."""
+        return sum(1 for worker in self.workers.values() if worker.waiting)
+
+    @property
+    def capacity(self) -> int:
+        """How many workers the run has: those running, else the configured number."""
+        return len(self.workers) or self.max_workers
+
+    def busy_text(self) -> str:
+        """``busy/workers``, the same in every view: ``3/24``."""
+        return f"{self.in_flight}/{self.capacity}"
+
     def progress(self) -> float:
         """Done share, 0-1."""
         return self.done / self.total if self.total else 0.0
 
     def items_per_second(self, now: float) -> float:
-        """Completions per second over the recent window."""
-        return self.completions.rate(now)
+        """Completions per second over the recent window while the run goes (paused seconds
+        left out); once it has ended, this session's average (it no longer decays)."""
+        if self.finished_at is not None:
+            return self._finished_rate(self.done - self.already_done, self.done)
+        return self.completions.rate(now, skip=self.paused_seconds, since=self.started_at)
 
     def tokens_per_second(self, now: float) -> float:
-        """Tokens per second over the recent window."""
-        return self.tokens.rate(now)
+        """Tokens per second over the recent window (an average once the run has ended)."""
+        if self.finished_at is not None:
+            tokens = self.totals.input_tokens + self.totals.output_tokens
+            return self._finished_rate(tokens - self.tokens_at_load, tokens)
+        return self.tokens.rate(now, skip=self.paused_seconds, since=self.started_at)
+
+    def _finished_rate(self, this_session: float, whole_run: float) -> float:
+        """Per second over this session, or over the whole run when this session did nothing."""
+        end = self.finished_at
+        if end is None:
+            return 0.0
+        start, amount = self.started_at, this_session
+        if amount <= 0:
+            start, amount = self.run_started_at or self.started_at, whole_run
+        span = end - start if start is not None else 0.0
+        return amount / span if span > 0 and amount > 0 else 0.0
+
+    def requests_per_minute(self, now: float) -> float:
+        """Attempts started per minute over the last minute (what pacing let through)."""
+        if self.finished_at is not None:
+            now = min(now, self.finished_at)
+        rate = self.requests.rate(
+            now, RPM_WINDOW_SECONDS, skip=self.paused_seconds, since=self.started_at
+        )
+        return rate * 60
+
+    def mark_paused(self, now: float) -> None:
+        """Note that dispatch is paused this second (its rates and ETA leave it out)."""
+        second = int(now)
+        paused = self.paused_seconds
+        if second not in paused:
+            paused.add(second)
+            if len(paused) > HISTORY_SECONDS:
+                paused.difference_update([old for old in paused if old < second - HISTORY_SECONDS])
 
     def eta_seconds(self, now: float) -> float | None:
-        """Seconds to the end at the recent rate, or None when it cannot be told."""
+        """Seconds to the end at the recent rate, or None when it cannot be told (no rate yet,
+        paused, or the run ended with items left)."""
         if self.remaining == 0:
             return 0.0
+        if self.paused or self.finished:
+            return None
         rate = self.items_per_second(now)
         return self.remaining / rate if rate > 0 else None
 
     def elapsed(self, now: float) -> float:
-        """Seconds since the run (this session of it) started."""
-        if self.started_at is None:
+        """Seconds since the run first started (a resumed run counts its earlier sessions)."""
+        start = self.run_started_at or self.started_at
+        if start is None:
             return 0.0
-        return (self.finished_at or now) - self.started_at
+        return max((self.finished_at or now) - start, 0.0)
+
+    def failed_by_category(self) -> list[tuple[str, int]]:
+        """Failed items per error category, most first (then by name)."""
+        counts: dict[str, int] = {}
+        for item in self.failed_items.values():
+            counts[item.error_category] = counts.get(item.error_category, 0) + 1
+        return sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
+
+    def note(self, at: float, text: str, kind: str = "operator") -> None:
+        """Add a line to the event log (the app notes operator actions and store trouble)."""
+        self.log.append(LogEntry(at, kind, text))
+        self.log_version += 1
 
     def cooldown_remaining(self, now: float) -> float:
         """Seconds left in the rate-limit cooldown (0 when none is in force)."""
@@ -193,24 +302,33 @@ class RunState:
 
     # ------------------------------------------------------------------ folding
 
-    def load(self, run: dict[str, Any]) -> None:
-        """Start from a stored run's totals (a resumed run counts what it had already done)."""
+    def load(self, run: dict[str, Any], *, keep_session: bool = False) -> None:
+        """Start from a stored run's totals (a resumed run counts what it had already done:
+        items, tokens, cost, retries, 429s and its first start). ``keep_session`` (watch
+        mode's later polls) keeps the baselines this session's rates are measured from."""
         self.run_id = run.get("run_id", self.run_id)
         self.name = run.get("name") or self.name
         self.model = run.get("model") or self.model
         self.total = run.get("total", 0)
         self.succeeded = run.get("succeeded", 0)
         self.failed = run.get("failed", 0)
-        self.already_done = self.succeeded + self.failed
         self.rpm_limit = run.get("rpm")
         self.tpm_limit = run.get("tpm")
+        self.max_workers = run.get("workers") or self.max_workers
+        self.retries = run.get("retries", self.retries)
+        self.rate_limits = run.get("rate_limits", self.rate_limits)
+        self.run_started_at = run.get("started_at", self.run_started_at)
         totals = self.totals
         totals.input_tokens = run.get("input_tokens", 0) or 0
         totals.output_tokens = run.get("output_tokens", 0) or 0
         totals.cached_tokens = run.get("cached_tokens", 0) or 0
         stored_cost = run.get("cost")
-        totals.cost = self.cost_at_load = stored_cost or 0.0
+        totals.cost = stored_cost or 0.0
         totals.cost_known = stored_cost is not None
+        if not keep_session:
+            self.already_done = self.succeeded + self.failed
+            self.cost_at_load = totals.cost
+            self.tokens_at_load = totals.input_tokens + totals.output_tokens
         self.failed_items.clear()
         for item_id, category, error, attempts in run.get("failed_items", ()):
             self.failed_items[item_id] = FailedItem(item_id, category, error, attempts, 0.0)
@@ -238,12 +356,15 @@ class RunState:
         self.status = "running"
         self.finished_at = None
         self.max_workers = data.get("max_workers", self.max_workers)
+        self.note(now, f"round started with {self.max_workers} workers", "run")
 
     def _on_batch_completed(self, data: dict[str, Any], now: float) -> None:
         for worker in self.workers.values():
             worker.item_id = None
+            worker.waiting = False
         self.cooldown_until = None
         self.finished_at = now
+        self.note(now, f"round ended: {self.succeeded:,} ok, {self.failed:,} failed", "run")
 
     def _on_worker_started(self, data: dict[str, Any], now: float) -> None:
         self._worker(data["worker_id"])
@@ -253,14 +374,24 @@ class RunState:
 
     def _on_item_started(self, data: dict[str, Any], now: float) -> None:
         worker = self._worker(data["worker_id"])
-        worker.item_id = data["item_id"]
+        item_id = data["item_id"]
+        if worker.item_id != item_id:  # a new item (a retry keeps the time on the item)
+            worker.item_id = item_id
+            worker.since = data.get("time", now)
         worker.attempt = data.get("attempt", 1)
-        worker.since = data.get("time", now)
+        worker.waiting = False
+        self.requests.add(now)
+
+    def _wait(self, data: dict[str, Any]) -> None:
+        worker = self.workers.get(data.get("worker_id", -1))
+        if worker is not None and worker.item_id == data.get("item_id"):
+            worker.waiting = True
 
     def _idle(self, data: dict[str, Any]) -> None:
         worker = self.workers.get(data.get("worker_id", -1))
         if worker is not None and worker.item_id == data.get("item_id"):
             worker.item_id = None
+            worker.waiting = False
 
     def _count_tokens(self, data: dict[str, Any], now: float) -> None:
         usage = data.get("tokens") or {}
@@ -281,6 +412,8 @@ class RunState:
         self.succeeded += 1
         self.completions.add(now)
         self._count_tokens(data, now)
+        if self.attempt_base:
+            self.attempt_base.pop(data["item_id"], None)
         if self.failed_items.pop(data["item_id"], None) is not None:
             self.failed -= 1
 
@@ -293,34 +426,48 @@ class RunState:
         self.errors_by_category[category] = self.errors_by_category.get(category, 0) + 1
         self.completions.add(now)
         self._count_tokens(data, now)
+        attempts = data.get("attempts", 0)
+        if self.attempt_base:  # a hand retry: the store counts its calls after the earlier ones
+            attempts += self.attempt_base.pop(item_id, 0)
         self.failed_items[item_id] = FailedItem(
-            item_id, category, str(data.get("error") or ""), data.get("attempts", 0), now
+            item_id, category, str(data.get("error") or ""), attempts, now
         )
         self.failed_items.move_to_end(item_id)
         while len(self.failed_items) > MAX_FAILED_ROWS:
             self.failed_items.popitem(last=False)
 
     def _on_item_retry(self, data: dict[str, Any], now: float) -> None:
-        self._idle(data)
+        self._wait(data)
         self.retries += 1
 
     def _on_rate_limit_hit(self, data: dict[str, Any], now: float) -> None:
-        self._idle(data)
+        self._wait(data)
         self.rate_limits += 1
 
     def _on_cooldown_started(self, data: dict[str, Any], now: float) -> None:
-        self.cooldown_until = data.get("until", now + data.get("duration", 0.0))
+        duration = data.get("duration", 0.0)
+        self.cooldown_until = data.get("until", now + duration)
         self.cooldown_consecutive = data.get("consecutive", 1)
+        self.note(
+            now,
+            f"429: every worker waits {duration:.0f}s (cooldown, streak "
+            f"{self.cooldown_consecutive})",
+            "limits",
+        )
 
     def _on_cooldown_ended(self, data: dict[str, Any], now: float) -> None:
         self.cooldown_until = None
+        self.note(now, "cooldown over: dispatch starts again, slowly at first", "limits")
 
     def requeue(self, item_ids: Iterable[str]) -> int:
-        """Items sent to be retried by hand leave the failed table (and the failed count)."""
+        """Items sent to be retried by hand leave the failed table (and the failed count);
+        their calls so far are kept, so a new failure shows the item's total calls."""
         count = 0
         for item_id in item_ids:
-            if self.failed_items.pop(item_id, None) is not None:
+            failed = self.failed_items.pop(item_id, None)
+            if failed is not None:
                 count += 1
+                self.attempt_base[item_id] = failed.attempts
         self.failed -= count
         return count
 
@@ -340,15 +487,28 @@ _HANDLERS = {
 }
 
 
-def stored_run(run: Any, failed: Iterable[Any]) -> dict[str, Any]:
-    """A stored run (summary) and its failed items as :meth:`RunState.load` takes them."""
+def stored_run(
+    run: Any, failed: Iterable[Any], outcomes: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """A stored run (summary), its failed items and (when given) its attempt outcomes
+    (``RunStore.attempt_outcomes``: retries and 429s so far) as :meth:`RunState.load` takes
+    them."""
     settings = getattr(run, "settings", None) or {}
+    extra: dict[str, Any] = {}
+    if outcomes is not None:
+        extra = {
+            "retries": outcomes.get("retry", 0),
+            "rate_limits": outcomes.get("rate_limited", 0),
+        }
     return {
+        **extra,
         "run_id": run.id,
         "name": run.name,
         "model": settings.get("model", ""),
         "rpm": settings.get("rpm"),
         "tpm": settings.get("tpm"),
+        "workers": settings.get("workers"),
+        "started_at": getattr(run, "started_at", None),
         "total": run.total,
         "succeeded": run.succeeded,
         "failed": run.failed,

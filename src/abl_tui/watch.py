@@ -111,25 +111,28 @@ def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None
     state = dashboard.state
     before_done = state.done if dashboard.seeded else None
     before_tokens = state.totals.input_tokens + state.totals.output_tokens
-    already_done = state.already_done
     run = snapshot.run
-    state.load(stored_run(run, snapshot.failed))
+    # later polls keep the baselines: projections and rates use what this watch saw finish
+    state.load(stored_run(run, snapshot.failed), keep_session=before_done is not None)
     if before_done is None:
         dashboard.seeded = True
     else:
-        state.already_done = already_done  # projections use what this session saw finish
         finished = state.done - before_done
         tokens = state.totals.input_tokens + state.totals.output_tokens - before_tokens
         if finished > 0:
             state.completions.add(now, finished)
         if tokens > 0:
             state.tokens.add(now, tokens)
+    # An item under way holds a worker (calling, or waiting to retry): as the live view counts.
     state.workers = {
         index: WorkerState(index, item.item_id, item.attempts or 1, item.started_at or now)
         for index, item in enumerate(
             sorted(snapshot.running, key=lambda item: item.started_at or now)
         )
     }
+    if state.max_workers:  # the idle ones too, so busy reads ``2/24`` as it does live
+        for index in range(len(state.workers), state.max_workers):
+            state.workers[index] = WorkerState(index)
     state.retries = snapshot.retries
     state.rate_limits = snapshot.rate_limits
     state.status = run.status

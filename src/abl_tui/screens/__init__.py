@@ -1,8 +1,9 @@
-"""The dashboard's screens: main, item detail, runs, and the confirmation modal."""
+"""The dashboard's screens: main, item detail, runs, help, and the confirmation modal."""
 
 from .confirm import ConfirmScreen
+from .help import HelpScreen
 from .item_detail import ItemDetailScreen
 from .main import MainScreen
 from .runs import RunsScreen
 
-__all__ = ["ConfirmScreen", "ItemDetailScreen", "MainScreen", "RunsScreen"]
+__all__ = ["ConfirmScreen", "HelpScreen", "ItemDetailScreen", "MainScreen", "RunsScreen"]

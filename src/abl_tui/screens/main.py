@@ -18,6 +18,7 @@ from textual.widgets import Button, DataTable, Footer
 from ..session import Dashboard
 from ..widgets import (
     CountsStrip,
+    EventLog,
     FailedPanel,
     RateLimitsPanel,
     RunHeader,
@@ -42,8 +43,11 @@ class MainScreen(Screen[None]):
         Binding("R", "retry_all", "Retry all", id="abl.retry_all"),
         Binding("p", "pause", "Pause", id="abl.pause"),
         Binding("p", "resume", "Resume", id="abl.resume"),
-        Binding("f", "cycle_filter", "Filter", show=False, id="abl.filter"),
+        Binding("f", "cycle_filter", "Filter", id="abl.filter"),
+        Binding("c", "cycle_category", "Category", id="abl.category"),
         Binding("slash", "search", "Search", key_display="/", id="abl.search"),
+        Binding("y", "copy_error", "Copy", show=False, id="abl.copy"),
+        Binding("l", "toggle_log", "Log", id="abl.log"),
         Binding("u", "runs", "Runs", id="abl.runs"),
         Binding("escape", "clear_search", "Clear search", show=False, id="abl.clear_search"),
     ]
@@ -67,6 +71,7 @@ class MainScreen(Screen[None]):
         self._limits = RateLimitsPanel(id="limits")
         self._workers = WorkersTable(id="workers")
         self._failed = FailedPanel(read_only=self.read_only, id="failed")
+        self._log = EventLog(id="log")
         yield self._header
         yield self._progress
         yield self._strip
@@ -76,6 +81,7 @@ class MainScreen(Screen[None]):
             yield self._limits
             yield self._workers
         yield self._failed
+        yield self._log
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -111,6 +117,13 @@ class MainScreen(Screen[None]):
         self._limits.show(state, now)
         self._workers.show(state, now)
         self._failed.show(dashboard)
+        if self.log_shown:
+            self._log.show(state)
+
+    @property
+    def log_shown(self) -> bool:
+        """True while the event log takes the failed panel's place."""
+        return self.has_class("-show-log")
 
     # ------------------------------------------------------------------ actions
 
@@ -131,6 +144,8 @@ class MainScreen(Screen[None]):
             return control.can_show_runs()
         if action == "clear_search":
             return bool(self.failed.search_text) or self.failed.search_open
+        if action in ("cycle_filter", "cycle_category", "search", "copy_error"):
+            return not self.log_shown
         return True
 
     def action_retry_selected(self) -> None:
@@ -154,6 +169,25 @@ class MainScreen(Screen[None]):
     def action_resume(self) -> None:
         """Start attempts again."""
         self.control.set_paused(False)
+
+    def action_cycle_category(self) -> None:
+        """Show one error category at a time (R then retries that group only)."""
+        self.failed.cycle_category()
+
+    def action_copy_error(self) -> None:
+        """Copy the highlighted item's full error text."""
+        row = self.failed.highlighted_row
+        if row is not None:
+            self.control.copy_text(row.message or "(no error text)", f"{row.item_id}'s error")
+
+    def action_toggle_log(self) -> None:
+        """Show the event log in the failed panel's place, or the failed items again."""
+        self.toggle_class("-show-log")
+        if self.log_shown:
+            self._log.show(self.control.dashboard.state, force=True)
+        else:
+            self.failed.table.focus()
+        self.refresh_bindings()
 
     def action_cycle_filter(self) -> None:
         """Failed → retried → all."""

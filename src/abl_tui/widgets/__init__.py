@@ -1,6 +1,7 @@
 """The dashboard's widgets: each reads the pure run state and never touches the engine."""
 
 from .counts_strip import CountsStrip
+from .event_log import EventLog
 from .failed_panel import FailedPanel
 from .failed_table import FailedTable
 from .gauge import Gauge
@@ -13,6 +14,7 @@ from .workers_table import WorkersTable
 
 __all__ = [
     "CountsStrip",
+    "EventLog",
     "FailedPanel",
     "FailedTable",
     "Gauge",

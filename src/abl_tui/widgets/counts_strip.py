@@ -36,7 +36,7 @@ class CountsStrip(Horizontal):
             ("  retries ", "dim"),
             (f"{state.retries:,}", "bold"),
             ("  busy ", "dim"),
-            (f"{state.in_flight}/{len(state.workers) or state.max_workers}", "bold"),
+            (state.busy_text(), "bold"),
             no_wrap=True,
             overflow="ellipsis",
         )

@@ -17,8 +17,11 @@ Filter = Literal["failed", "retried", "all"]
 FILTERS: tuple[Filter, ...] = ("failed", "retried", "all")
 
 
-def failed_rows(dashboard: Dashboard, which: Filter, query: str = "") -> list[FailedRow]:
-    """The rows a filter and a search (by id, category or message) select, in table order.
+def failed_rows(
+    dashboard: Dashboard, which: Filter, query: str = "", category: str = ""
+) -> list[FailedRow]:
+    """The rows a filter, a category and a search (by id, category or message) select, in
+    table order.
 
     "failed": items whose last outcome is a failure; "retried": items sent again by hand in
     this session, with what became of them; "all": both (an item in both shows as failed).
@@ -37,6 +40,8 @@ def failed_rows(dashboard: Dashboard, which: Filter, query: str = "") -> list[Fa
             for item in retried
             if which == "retried" or item.item_id not in failed
         )
+    if category:
+        rows = [row for row in rows if row.category == category]
     needle = query.strip().lower()
     if needle:
         rows = [
@@ -54,6 +59,7 @@ class FailedPanel(Vertical):
 
     status_filter: reactive[Filter] = reactive("failed", init=False)
     search_text: reactive[str] = reactive("", init=False)
+    category_filter: reactive[str] = reactive("", init=False)  # "": every category
 
     def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -109,6 +115,7 @@ class FailedPanel(Vertical):
             dashboard.retries.version,
             self.status_filter,
             self.search_text,
+            self.category_filter,
             self._table.highlighted_key,
         )
 
@@ -119,12 +126,19 @@ class FailedPanel(Vertical):
         if signature == self._shown and not reorder:
             return
         self._shown = signature
-        rows = failed_rows(dashboard, self.status_filter, self.search_text)
+        rows = failed_rows(dashboard, self.status_filter, self.search_text, self.category_filter)
         self.table.sync(rows, reorder=reorder)
         state = dashboard.state
         title = f"Failed {state.failed:,}"
         if dashboard.retries.items:
             title += f" · retried {len(dashboard.retries.items):,}"
+        if self.category_filter:
+            title += f" · {self.category_filter} only (c: next)"
+        else:
+            groups = state.failed_by_category()
+            title += "".join(f" · {name} {count:,}" for name, count in groups[:3])
+            if len(groups) > 3:
+                title += f" · +{len(groups) - 3} more"
         if self.search_text.strip():
             title += f" · {len(rows):,} match “{self.search_text.strip()}”"
         if title != self.border_title:
@@ -132,6 +146,9 @@ class FailedPanel(Vertical):
         if not self._read_only:
             self._retry_one.disabled = not self.can_retry_highlighted()
             self._retry_all.disabled = state.failed == 0
+            label = f"Retry {self.category_filter}" if self.category_filter else "Retry all"
+            if str(self._retry_all.label) != label:
+                self._retry_all.label = label
 
     def can_retry_highlighted(self) -> bool:
         """True when the highlighted row is an item whose last outcome is a failure."""
@@ -143,6 +160,24 @@ class FailedPanel(Vertical):
         """The highlighted row, if any."""
         key = self.table.highlighted_key
         return self.table.row(key) if key is not None else None
+
+    def cycle_category(self) -> None:
+        """Next error category (most failures first), then every category again."""
+        names = [""]
+        if self._dashboard is not None:
+            names += [name for name, _ in self._dashboard.state.failed_by_category()]
+        if self.category_filter not in names:
+            self.category_filter = ""
+            return
+        self.category_filter = names[(names.index(self.category_filter) + 1) % len(names)]
+
+    def shown_failed_ids(self) -> list[str]:
+        """The failed items the current category selects (every failed item when none)."""
+        if self._dashboard is None:
+            return []
+        failed = self._dashboard.state.failed_items.values()
+        wanted = self.category_filter
+        return [item.item_id for item in failed if not wanted or item.error_category == wanted]
 
     def cycle_filter(self) -> None:
         """Next status filter: failed → retried → all."""
@@ -166,6 +201,9 @@ class FailedPanel(Vertical):
         self._resync()
 
     def watch_search_text(self) -> None:
+        self._resync()
+
+    def watch_category_filter(self) -> None:
         self._resync()
 
     def _mark_filter(self) -> None:

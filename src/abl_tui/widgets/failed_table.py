@@ -3,6 +3,8 @@
 Rows are keyed by item id: new ones are added, gone ones removed, and ``update_cell`` is
 called only where a value changed, so the highlighted row stays on the same item while
 the table changes under it (large changes rebuild the table, and restore the cursor too).
+The message column shows the provider's own words (see
+:func:`~abl_tui.formatting.provider_message`); the detail screen has the full text.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from textual.coordinate import Coordinate
 from textual.events import Resize
 from textual.widgets import DataTable
 
+from ..formatting import provider_message
+
 #: (key, header, width); the message column takes what is left.
-_FIXED_COLUMNS = (("id", "id", 14), ("state", "state", 7), ("category", "category", 16))
-_TRY_COLUMN = ("attempts", "try", 3)
+_FIXED_COLUMNS = (("id", "id", 14), ("state", "state", 7))
+#: The category column fits the longest category shown, within these bounds.
+_CATEGORY_WIDTHS = (8, 24)
+#: Calls made for the item, every round's (429s included: they do not use up max_attempts).
+_TRY_COLUMN = ("attempts", "calls", 5)
 _MESSAGE = "message"
 #: Past this many removals at once, rebuilding beats ``remove_row`` (each is O(rows)).
 REBUILD_THRESHOLD = 64
@@ -45,13 +52,21 @@ class FailedRow:
 class FailedTable(DataTable[Text]):
     """A row-cursor table of failed (and retried) items; Enter opens the item's detail."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Detail", id="abl.detail")]
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Detail", id="abl.detail"),
+        Binding("j", "cursor_down", "Down", show=False, id="abl.table.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="abl.table.up"),
+        Binding("g", "scroll_top", "First", show=False, id="abl.table.first"),
+        Binding("G", "scroll_bottom", "Last", show=False, id="abl.table.last"),
+    ]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._rows: dict[str, FailedRow] = {}
         self._order: list[str] = []
         self._message_width = 0  # set by the first resize, which adds the columns
+        self._category_width = _CATEGORY_WIDTHS[0]
+        self._width = 0
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Offer "Detail" only when there is a row to open."""
@@ -94,6 +109,12 @@ class FailedTable(DataTable[Text]):
         if not self.columns:  # not sized yet: the first resize lays the rows out
             self._rows, self._order = wanted, list(wanted)
             return
+        category_width = _category_width(rows)
+        if category_width > self._category_width:  # a longer category: widen, never cut it
+            self._category_width = category_width
+            self._rows, self._order = wanted, list(wanted)
+            self._resize_columns(self._width, force=True)
+            return
         highlighted = self.highlighted_key
         gone = [key for key in self._order if key not in wanted]
         if reorder and self._order != [row.item_id for row in rows]:
@@ -128,7 +149,7 @@ class FailedTable(DataTable[Text]):
         if old.attempts != new.attempts:
             self.update_cell(key, "attempts", _cell(str(new.attempts), justify="right"))
         if old.message != new.message:
-            self.update_cell(key, _MESSAGE, _cell(new.message))
+            self.update_cell(key, _MESSAGE, _cell(provider_message(new.message)))
 
     def _keep_cursor(self, highlighted: str | None) -> None:
         if highlighted is None or highlighted not in self._rows:
@@ -142,6 +163,7 @@ class FailedTable(DataTable[Text]):
     def _add_columns(self) -> None:
         for key, label, width in _FIXED_COLUMNS:
             self.add_column(label, width=width, key=key)
+        self.add_column("category", width=self._category_width, key="category")
         self.add_column(_TRY_COLUMN[1], width=_TRY_COLUMN[2], key=_TRY_COLUMN[0])
         self.add_column(_MESSAGE, width=self._message_width, key=_MESSAGE)
 
@@ -156,10 +178,24 @@ class FailedTable(DataTable[Text]):
         self._keep_cursor(highlighted)
 
     def on_resize(self, event: Resize) -> None:
+        self._resize_columns(event.size.width)
+
+    def _resize_columns(self, table_width: int, *, force: bool = False) -> None:
+        """Give the message column the width the others leave (the scrollbar's kept free)."""
+        self._width = table_width
+        if not self.columns:  # the first layout: fit the categories already known
+            self._category_width = max(
+                self._category_width, _category_width([*self._rows.values()])
+            )
         fixed = sum(width for _, _, width in _FIXED_COLUMNS) + _TRY_COLUMN[2]
-        padding = 2 * self.cell_padding * (len(_FIXED_COLUMNS) + 2)
-        width = max(event.size.width - fixed - padding - self.scrollbar_size_vertical, 10)
-        if width != self._message_width:
+        fixed += self._category_width
+        padding = 2 * self.cell_padding * (len(_FIXED_COLUMNS) + 3)
+        scrollbar = self.styles.scrollbar_size_vertical
+        width = max(table_width - fixed - padding - scrollbar, 10)
+        if force and self.columns:
+            self._message_width = width
+            self._rebuild()
+        elif width != self._message_width:
             first = self._message_width == 0
             self._message_width = width
             if first and not self.columns:
@@ -180,8 +216,15 @@ class FailedTable(DataTable[Text]):
             self._state_cell(row.state),
             _cell(row.category),
             _cell(str(row.attempts), justify="right"),
-            _cell(row.message),
+            _cell(provider_message(row.message)),
         )
+
+
+def _category_width(rows: list[FailedRow]) -> int:
+    """The category column's width for these rows: the longest category, within bounds."""
+    longest = max((len(row.category) for row in rows), default=0)
+    low, high = _CATEGORY_WIDTHS
+    return min(max(longest, low), high)
 
 
 def _cell(value: str, *, style: str = "", justify: str = "left") -> Text:

@@ -27,6 +27,37 @@ def pacing_text(state: RunState) -> str:
     return " · ".join(parts) if parts else "no pacing"
 
 
+def holding_back(state: RunState, now: float) -> str:
+    """What keeps the sent rate under the pacing limit now, in a word or two ("" if nothing
+    does, or it cannot be told)."""
+    if state.finished:
+        return "run ended"
+    if state.paused:
+        return "paused"
+    if state.cooldown_remaining(now) > 0:
+        return "cooldown"
+    if state.capacity and state.in_flight >= state.capacity:
+        return "workers full"
+    return ""
+
+
+def sent_text(state: RunState, now: float) -> Text:
+    """``sent 126/min of 240 · workers full``: what was achieved against the limit, and why
+    it falls short (empty in watch mode, which sees no attempts start)."""
+    rpm = state.requests_per_minute(now)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    if rpm <= 0 and state.read_only:
+        return line
+    line.append("sent ", "dim")
+    line.append(f"{fmt.count(rpm)}/min", "bold")
+    if state.rpm_limit:
+        line.append(f" of {fmt.count(state.rpm_limit)}", "dim")
+        why = holding_back(state, now)
+        if why and rpm < 0.95 * state.rpm_limit:
+            line.append(f" · {why}", "dim")
+    return line
+
+
 def limits_line(state: RunState, now: float) -> Text:
     """Everything about limits on one line (the narrow layout's version of the panel)."""
     line = Text(no_wrap=True, overflow="ellipsis")
@@ -56,6 +87,7 @@ class RateLimitsPanel(Static):
                 cooldown,
                 Text.assemble(("429s ", "dim"), (f"{state.rate_limits:,}", "bold"), streak),
                 Text(pacing_text(state), style="dim"),
+                sent_text(state, now),
             ]
         )
         key = (lines.plain,)
@@ -63,4 +95,4 @@ class RateLimitsPanel(Static):
             return
         self._shown = key
         self.set_class(state.cooldown_remaining(now) > 0, "-cooldown")
-        self.update(lines, layout=False)  # always three lines in a panel of fixed size
+        self.update(lines, layout=False)  # always four lines in a panel of fixed size

@@ -18,6 +18,7 @@ _BADGES = {
     "completed": ("✓ completed", "-ok"),
     "failed": ("✗ done with failures", "-failed"),
     "ended": ("■ ended", "-failed"),
+    "interrupted": ("■ interrupted", "-paused"),
     "watching": ("◉ watching", "-watching"),
 }
 
@@ -33,25 +34,30 @@ def phase(dashboard: Dashboard, now: float) -> str:
         return "paused"
     if dashboard.active:
         return "running"
-    if state.status in ("completed", "failed"):
+    if state.status in ("completed", "failed", "interrupted"):
         return state.status
+    if state.status == "cancelled":
+        return "interrupted"
     if dashboard.ended:
         return "ended"
     return "completed" if not state.failed else "failed"
 
 
 class RunHeader(Horizontal):
-    """Run name, id and model on the left; the phase badge (and "watching") on the right."""
+    """Run name and id on the left (cut first when narrow), the model, then the phase badge
+    (and "watching") on the right."""
 
     def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self._read_only = read_only
         self._shown: tuple[str, ...] = ()
         self._title = Static(id="run-title")
+        self._model = Static(id="run-model")
         self._badge = Static(id="run-badge", classes="badge")
 
     def compose(self) -> ComposeResult:
         yield self._title
+        yield self._model
         if self._read_only:
             yield Static(_BADGES["watching"][0], id="watch-badge", classes="badge -watching")
         yield self._badge
@@ -69,12 +75,12 @@ class RunHeader(Horizontal):
             (state.name or "…", "bold"),
             ("  ", ""),
             (state.run_id, "dim"),
-            ("  ", ""),
-            (state.model, "dim italic"),
             no_wrap=True,
             overflow="ellipsis",
         )
         self._title.update(title, layout=False)
+        model = Text(state.model or "model ?", style="italic", no_wrap=True, overflow="ellipsis")
+        self._model.update(model)
         badge = self._badge
         label, css_class = _BADGES[word]
         badge.update(label)

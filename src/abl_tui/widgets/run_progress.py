@@ -10,6 +10,18 @@ from .. import formatting as fmt
 from ..session import Dashboard
 
 
+def eta_text(dashboard: Dashboard, now: float) -> str:
+    """``eta 3m 10s``; ``eta paused`` while paused; ``done`` once nothing is left; ``eta --``
+    when it cannot be told (no rate yet, or the run stopped with items left)."""
+    state = dashboard.state
+    if state.remaining == 0 and state.total:
+        return "done"
+    if dashboard.active and state.paused:
+        return "eta paused"
+    eta = state.eta_seconds(now) if dashboard.active else None
+    return f"eta {fmt.duration(eta)}"
+
+
 class RunProgress(Horizontal):
     """One line: ``[bar] 1,234/5,000 24.7%  elapsed 1m 05s  eta 3m 10s``."""
 
@@ -26,10 +38,9 @@ class RunProgress(Horizontal):
     def show(self, dashboard: Dashboard, now: float) -> None:
         """Redraw from the dashboard (only what changed)."""
         state = dashboard.state
-        eta = state.eta_seconds(now) if dashboard.active else 0.0
         text = (
             f"{state.done:,}/{state.total:,} {fmt.percent(state.progress())}  "
-            f"elapsed {fmt.duration(state.elapsed(now))}  eta {fmt.duration(eta)}"
+            f"elapsed {fmt.duration(state.elapsed(now))}  {eta_text(dashboard, now)}"
         )
         key = (state.done, state.total, text)
         if key == self._shown:

@@ -38,10 +38,13 @@ class ThroughputPanel(Vertical):
 
     def show(self, state: RunState, now: float) -> None:
         """Redraw from the state (only what changed)."""
-        items = state.completions.series(now, SPARK_SECONDS)
-        tokens = state.tokens.series(now, SPARK_SECONDS)
-        items_rate = fmt.rate(state.items_per_second(now))
-        tokens_rate = fmt.rate(state.tokens_per_second(now))
+        # once the run has ended, the lines stop at its end and the rates are its average
+        at = now if state.finished_at is None else min(now, state.finished_at)
+        items = state.completions.series(at, SPARK_SECONDS)
+        tokens = state.tokens.series(at, SPARK_SECONDS)
+        suffix = "" if state.finished_at is None else " avg"
+        items_rate = fmt.rate(state.items_per_second(now)) + suffix
+        tokens_rate = fmt.rate(state.tokens_per_second(now)) + suffix
         key = (items_rate, tokens_rate, items, tokens)
         if key == self._shown:
             return

@@ -1,4 +1,9 @@
-"""Workers: each busy one with its item, attempt and time on it; idle ones summed up."""
+"""Workers: each busy one with its item, attempt and time on it; idle ones summed up.
+
+A busy worker waiting between two attempts of its item (back-off or cooldown) is dimmed.
+Every line is cut to the panel's width (the scrollbar's column is always kept free), so
+nothing wraps, whatever the number of workers.
+"""
 
 from __future__ import annotations
 
@@ -27,30 +32,48 @@ def short_duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}"
 
 
+def _fit(line: str, width: int) -> str:
+    """``line`` cut to ``width`` cells, ending in an ellipsis when cut."""
+    return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
+
+
+def idle_line(idle: list[int], width: int) -> str:
+    """``14 idle: 3 5 8 …``, naming as many idle workers as fit in ``width``."""
+    line = f"{len(idle)} idle"
+    names = idle[:_IDLE_NAMED]
+    for count in range(len(names), 0, -1):
+        more = " …" if count < len(idle) else ""
+        candidate = f"{line}: {' '.join(map(str, names[:count]))}{more}"
+        if len(candidate) <= width:
+            return candidate
+    return _fit(line, width)
+
+
 def workers_text(state: RunState, now: float, width: int) -> Text:
     """Plain fixed-width lines (cheaper to redraw many times a second than a Rich table)."""
     id_width = max((len(str(worker_id)) for worker_id in state.workers), default=1)
     item_width = max(width - id_width - _TRY - _FOR - 3, 4)
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f"{'w':>{id_width}} {'item':<{item_width}} {'try':>{_TRY}} {'for':>{_FOR}}", "dim")
+    header = f"{'w':>{id_width}} {'item':<{item_width}} {'try':>{_TRY}} {'for':>{_FOR}}"
+    text.append(_fit(header, width), "dim")
     idle: list[int] = []
     for worker_id in sorted(state.workers):
         worker = state.workers[worker_id]
         if not worker.busy:
             idle.append(worker_id)
             continue
-        item = str(worker.item_id)
-        if len(item) > item_width:
-            item = item[: item_width - 1] + "…"
+        item = _fit(str(worker.item_id), item_width)
         took = short_duration(max(now - worker.since, 0.0))
-        text.append(f"\n{worker_id:>{id_width}} ", "dim")
-        text.append(f"{item:<{item_width}} {worker.attempt:>{_TRY}} {took:>{_FOR}}")
+        text.append(_fit(f"\n{worker_id:>{id_width}} ", width + 1), "dim")
+        line = f"{item:<{item_width}} {worker.attempt:>{_TRY}} {took:>{_FOR}}"
+        text.append(_fit(line, width - id_width - 1), "dim" if worker.waiting else "")
+    indent = " " * (id_width + 1)
+    if state.waiting:
+        text.append("\n" + _fit(f"{indent}{state.waiting} waiting to retry", width), "dim")
     if idle:
-        named = " ".join(str(worker_id) for worker_id in idle[:_IDLE_NAMED])
-        more = "…" if len(idle) > _IDLE_NAMED else ""
-        text.append(f"\n{'':>{id_width}} {len(idle)} idle: {named}{more}", "dim")
+        text.append("\n" + indent + idle_line(idle, max(width - id_width - 1, 1)), "dim")
     if not state.workers:
-        text.append(f"\n{'':>{id_width}} no workers", "dim")
+        text.append("\n" + _fit(f"{indent}no workers", width), "dim")
     return text
 
 
@@ -71,16 +94,17 @@ class WorkersTable(VerticalScroll):
     def show(self, state: RunState, now: float) -> None:
         """Redraw from the state (only what changed)."""
         self._last = (state, now)
-        width = self.scrollable_content_region.width
+        # keep the scrollbar's column free even before it appears, so nothing reflows
+        width = self.content_region.width - self.styles.scrollbar_size_vertical
         rows = tuple(
-            (w.worker_id, w.item_id, w.attempt, short_duration(max(now - w.since, 0.0)))
+            (w.worker_id, w.item_id, w.attempt, w.waiting, short_duration(max(now - w.since, 0.0)))
             for w in state.workers.values()
         )
         key = (width, rows)
         if key == self._shown:
             return
         self._shown = key
-        title = f"Workers {state.in_flight}/{len(state.workers)} busy"
+        title = f"Workers {state.busy_text()} busy"
         if title != self.border_title:
             self.border_title = title
         text = workers_text(state, now, width)
