@@ -10,7 +10,7 @@ import httpx
 import pydantic
 import pytest
 
-from async_batch_llm import FrameworkTimeoutError
+from async_batch_llm import DefaultErrorClassifier, FrameworkTimeoutError
 from async_batch_llm.providers._litellm_import import load_litellm
 from async_batch_llm.providers.litellm_errors import (
     LiteLLMErrorClassifier,
@@ -220,14 +220,6 @@ CASES: list[tuple[str, Callable[[], Exception], bool, bool, bool, str]] = [
         False,
         "budget_exceeded",
     ),
-    (
-        "framework_timeout",
-        lambda: FrameworkTimeoutError("attempt ran past timeout_per_item=1s"),
-        True,
-        False,
-        True,
-        "timeout",
-    ),
     ("pydantic_validation", _pydantic_error, True, False, False, "validation_error"),
     (
         "structured_output",
@@ -258,6 +250,13 @@ def test_classifies_by_type(
         timeout,
         category,
     )
+
+
+def test_the_engine_timeout_is_classified_as_the_default_classifier_does() -> None:
+    exc = FrameworkTimeoutError("attempt ran past timeout_per_item=1s")
+    info = classify(exc)
+    assert info.is_retryable and info.is_timeout and not info.is_rate_limit
+    assert info == DefaultErrorClassifier().classify(exc)
 
 
 @pytest.mark.parametrize(
@@ -302,7 +301,9 @@ def test_insufficient_quota_is_not_transient() -> None:
 
 
 def test_non_sdk_errors_fall_back_to_default() -> None:
-    assert classify(ValueError("odd")).error_category == "ValueError"
+    default = DefaultErrorClassifier().classify
+    for exc in (ValueError("odd"), ConnectionResetError(), KeyError("k")):
+        assert classify(exc) == default(exc)
     assert classify(ConnectionResetError()).error_category == "connection_error"
 
 

@@ -1,8 +1,11 @@
-"""LiteLLMStrategy: one item's prompt as one ``litellm.acompletion`` call, to any provider.
+"""LiteLLMStrategy: one item's prompt as one provider call, natively or through litellm.
 
-The engine owns retries and timeouts: the SDK's hidden retries are off (``max_retries=0``),
-each call gets the engine's per-attempt timeout, and litellm is imported on first use only.
-``simulated/<profile>`` models go to an in-process provider simulator.
+Providers that speak plain HTTP+JSON (OpenAI-compatible chat completions, Anthropic Messages)
+take the native transport (aiohttp, a few hundred microseconds of CPU a call); every other
+provider goes through ``litellm.acompletion`` (milliseconds a call), imported on first use
+only. Both give the same answers: text, structured output, tokens, cost, error categories.
+The engine owns retries and timeouts: no SDK retries, each call gets the engine's per-attempt
+timeout. ``simulated/<profile>`` models go to an in-process provider simulator.
 """
 
 from __future__ import annotations
@@ -22,11 +25,17 @@ from ._simulated import (
     shared_simulator,
     simulated_profile,
 )
-from .litellm_errors import LiteLLMErrorClassifier, StructuredOutputError
+from .endpoints import NATIVE_PREFIXES, Transport, build_endpoint, check_api_base, resolve_transport
+from .limits import parse_rate_limits
+from .litellm_errors import LiteLLMErrorClassifier
+from .provider_errors import MalformedResponseError
+from .structured import json_schema_format, validated_json, validated_model
 
 if TYPE_CHECKING:
     from ..base import RetryState, TokenUsage
     from ..strategies.errors import ErrorClassifier
+    from .limits import ProviderLimits
+    from .native.caller import NativeCaller
 
 __all__ = ["LiteLLMStrategy", "usage_from_response"]
 
@@ -41,6 +50,7 @@ _RESERVED_KWARGS = {
 }
 _MESSAGE_OVERHEAD = 4  # tokens a chat message costs beyond its text (role, separators)
 _MIN_SECRET_TO_REDACT = 6  # shorter "keys" are dummies; replacing them would garble text
+_LITELLM_HEADER_PREFIX = "llm_provider-"
 
 
 class _Secret:
@@ -61,13 +71,19 @@ class _Secret:
 
 
 class LiteLLMStrategy(LLMCallStrategy[Any]):
-    """Calls ``litellm.acompletion`` with ``[system?, user]`` messages; returns the text.
+    """Sends ``[system?, user]`` messages to ``model``; returns the reply's text.
 
-    With ``response_model`` the reply is requested as that JSON schema and returned as a
-    validated model instance; a reply that does not validate is retried at once, its
-    tokens billed. ``api_key`` defaults to what litellm finds in the environment
-    (``OPENAI_API_KEY``...) and is never shown in ``repr``, logs, errors or metadata.
-    Other keywords (``temperature``, ``max_tokens``...) go to ``acompletion`` unchanged.
+    ``transport``: ``"auto"`` (native for ``openai/``, ``anthropic/``, ``deepseek/``,
+    ``groq/``, ``openrouter/``, ``together_ai/``, ``fireworks_ai/``, ``hosted_vllm/`` and
+    ``simulated/``; litellm otherwise), ``"native"`` or ``"litellm"``. With
+    ``response_model`` the reply is requested as that JSON schema and returned as a validated
+    model instance; a reply that does not validate is retried at once, its tokens billed.
+    ``api_key`` defaults to the provider's environment variable (``OPENAI_API_KEY``...) and is
+    never shown in ``repr``, logs, errors or metadata. ``api_base``: for OpenAI-compatible
+    servers the URL ending in ``/v1``, for Anthropic the host. Other keywords
+    (``temperature``, ``max_tokens``...) go to the provider unchanged. The metadata of a call
+    holds ``cost`` (None when the model is not priced), ``model``, ``response_id`` and
+    ``rate_limits`` (a :class:`~async_batch_llm.providers.limits.ProviderLimits` or None).
     """
 
     error_classifier: ErrorClassifier | None = LiteLLMErrorClassifier()
@@ -81,10 +97,12 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         system_prompt: str | None = None,
         response_model: type[pydantic.BaseModel] | None = None,
         response_schema: dict[str, Any] | None = None,
+        transport: Transport = "auto",
         **completion_kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty string, got {model!r}")
+        check_api_base(api_base)
         if response_model is not None and not (
             isinstance(response_model, type) and issubclass(response_model, pydantic.BaseModel)
         ):
@@ -99,7 +117,7 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         ) > 1:
             raise ValueError("give one of response_model, response_schema or response_format")
         if response_schema is not None:
-            completion_kwargs["response_format"] = _json_schema_format(response_schema)
+            completion_kwargs["response_format"] = json_schema_format(response_schema)
         self.model = model
         self.api_base = api_base
         self.system_prompt = system_prompt
@@ -111,12 +129,14 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         self._call_model = routed_model(self._profile) if self._profile else model
         if self._profile is not None:
             self._api_key = _Secret(api_key or SIMULATOR_API_KEY)
+        self.transport = resolve_transport(model, api_base, transport)
         self._litellm: ModuleType | None = None
+        self._native: NativeCaller | None = None
         self._priced: bool | None = None  # is the model in litellm's cost map? (None: unknown)
         self._fixed_tokens = _fixed_token_estimate(system_prompt, completion_kwargs)
 
     def __repr__(self) -> str:
-        parts = [f"model={self.model!r}"]
+        parts = [f"model={self.model!r}", f"transport={self.transport!r}"]
         if self.api_base is not None:
             parts.append(f"api_base={self.api_base!r}")
         if self._api_key is not None:
@@ -128,23 +148,72 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         return f"{type(self).__name__}({', '.join(parts)})"
 
     async def prepare(self) -> None:
-        """Import and warm up litellm off the event loop (it takes seconds); start a simulator."""
-        if self._litellm is not None:
+        """Start a simulator for ``simulated/`` models; then set up the native caller (price
+        table read off the loop), or import and warm up litellm off the loop (seconds)."""
+        if self._litellm is not None or self._native is not None:
             return
         if self._profile is not None:
             simulator = await asyncio.to_thread(shared_simulator, self._profile)
             self.api_base = simulator.base_url
+        if self.transport == "native":
+            self._native = await asyncio.to_thread(self._native_caller)
+            return
         litellm = _litellm_import.loaded() or await asyncio.to_thread(_litellm_import.load_litellm)
         if not _litellm_import.warmed():
             await asyncio.to_thread(_litellm_import.warm_up, self._call_model)
         self._litellm = litellm
 
+    def _native_caller(self) -> NativeCaller:
+        """The native caller: endpoint (key and base URL from the environment if not given)."""
+        from .native.caller import NativeCaller
+
+        key = self._api_key.reveal() if self._api_key is not None else None
+        endpoint = build_endpoint(self._call_model, self.api_base, key)
+        options = dict(self.completion_kwargs)
+        if self.response_model is not None:
+            from .structured import model_format
+
+            options["response_format"] = model_format(self.response_model)
+        priced = self._profile is None and endpoint.provider in NATIVE_PREFIXES
+        return NativeCaller(
+            endpoint,
+            label=self.model,
+            system_prompt=self.system_prompt,
+            options=options,
+            price_provider=endpoint.provider if priced else None,
+        )
+
+    async def cleanup(self) -> None:
+        """Close the native transport's HTTP session (litellm keeps its own clients)."""
+        native = self._native
+        if native is not None:
+            await native.close()
+
     async def execute(
         self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
     ) -> tuple[Any, TokenUsage, dict[str, Any]]:
-        """One ``acompletion`` call: ``(text or model, usage, {cost, model, response_id})``."""
-        if self._litellm is None:
+        """One call: ``(text or model, usage, {cost, model, response_id, rate_limits})``."""
+        native = self._native
+        if native is None and self._litellm is None:
             await self.prepare()
+            native = self._native
+        if native is not None:
+            text, usage, metadata = await native.call(prompt, timeout)
+            return self._output(text, usage, metadata), usage, metadata
+        return await self._execute_litellm(prompt, timeout)
+
+    def _output(self, text: str, usage: TokenUsage, metadata: dict[str, Any]) -> Any:
+        """The reply as the caller asked for it: text, schema-checked JSON or a model."""
+        if self.response_schema is not None:
+            return validated_json(text, self.response_schema, usage, metadata["cost"])
+        if self.response_model is not None:
+            return validated_model(text, self.response_model, usage, metadata["cost"])
+        return text
+
+    async def _execute_litellm(
+        self, prompt: str, timeout: float
+    ) -> tuple[Any, TokenUsage, dict[str, Any]]:
+        """One ``litellm.acompletion`` call."""
         litellm = self._litellm
         assert litellm is not None
         key = self._api_key.reveal() if self._api_key is not None else None
@@ -163,25 +232,19 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
             )
         except Exception as exc:
             _redact(exc, key)
+            _attach_limits(exc)
             raise
+        limits = _response_limits(response)
+        text = _content(response, limits)
         usage = usage_from_response(response)
         cost = self._cost(litellm, response)
-        metadata = {"cost": cost, "model": self.model, "response_id": getattr(response, "id", None)}
-        text = _content(response)
-        if self.response_schema is not None:
-            return _validated_json(text, self.response_schema, usage, cost), usage, metadata
-        if self.response_model is None:
-            return text, usage, metadata
-        try:
-            output = self.response_model.model_validate_json(text)
-        except pydantic.ValidationError as exc:
-            billed: dict[str, Any] = dict(usage)
-            if cost is not None:
-                billed["cost"] = cost
-            raise StructuredOutputError(
-                _validation_message(self.response_model, exc), token_usage=billed
-            ) from exc
-        return output, usage, metadata
+        metadata = {
+            "cost": cost,
+            "model": self.model,
+            "response_id": getattr(response, "id", None),
+            "rate_limits": limits,
+        }
+        return self._output(text, usage, metadata), usage, metadata
 
     def estimate_tokens(self, prompt: str) -> int:
         """Prompt and system prompt at ~4 characters a token, plus ``max_tokens`` if given."""
@@ -236,13 +299,50 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _content(response: Any) -> str:
-    """The first choice's text ('' when the provider sent none, e.g. only a refusal)."""
+def _content(response: Any, limits: ProviderLimits | None) -> str:
+    """The first choice's text; no choices or ``content: null`` is a malformed reply."""
     try:
         content = response.choices[0].message.content
     except (AttributeError, IndexError, TypeError):
-        return ""
-    return content if isinstance(content, str) else ""
+        raise MalformedResponseError(
+            "the provider's reply has no choices[0].message.content", rate_limits=limits
+        ) from None
+    if not isinstance(content, str):
+        raise MalformedResponseError(
+            "the provider's reply has no text (content is null)", rate_limits=limits
+        )
+    return content
+
+
+def _plain_headers(headers: Any) -> dict[str, Any] | None:
+    """litellm's response headers with lower-case names and its ``llm_provider-`` prefix off."""
+    if not headers:
+        return None
+    try:
+        items = headers.items()
+    except AttributeError:
+        return None
+    plain: dict[str, Any] = {}
+    for name, value in items:
+        name = str(name).lower()
+        plain[name.removeprefix(_LITELLM_HEADER_PREFIX)] = value
+    return plain
+
+
+def _response_limits(response: Any) -> ProviderLimits | None:
+    """The rate limits the provider declared on a litellm response (its hidden headers)."""
+    hidden = getattr(response, "_hidden_params", None)
+    if not isinstance(hidden, dict):
+        return None
+    return parse_rate_limits(_plain_headers(hidden.get("additional_headers")))
+
+
+def _attach_limits(exc: BaseException) -> None:
+    """Give a litellm exception the ``rate_limits`` its HTTP answer declared (None if none)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or getattr(exc, "litellm_response_headers", None)
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.rate_limits = parse_rate_limits(_plain_headers(headers))  # type: ignore[attr-defined]
 
 
 def _fixed_token_estimate(system_prompt: str | None, kwargs: dict[str, Any]) -> int:
@@ -264,17 +364,6 @@ def _in_cost_map(litellm: ModuleType, model: str) -> bool:
     return bool(info.get("input_cost_per_token") is not None)
 
 
-def _validation_message(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> str:
-    """A short description of why a reply did not validate (no reply text: it may be long)."""
-    errors = exc.errors(include_url=False, include_input=False)
-    first = errors[0] if errors else {}
-    where = ".".join(str(part) for part in first.get("loc", ())) or "reply"
-    return (
-        f"the reply does not match {model.__name__}: {len(errors)} validation error(s), "
-        f"first at {where}: {first.get('msg', 'invalid')}"
-    )
-
-
 def _redact(exc: BaseException, secret: str | None) -> None:
     """Replace the API key in an exception's message, should a provider have echoed it."""
     if not secret or len(secret) < _MIN_SECRET_TO_REDACT:
@@ -287,32 +376,3 @@ def _redact(exc: BaseException, secret: str | None) -> None:
         if isinstance(value, str):
             with contextlib.suppress(AttributeError):
                 setattr(exc, name, value.replace(secret, "***"))
-
-
-def _json_schema_format(schema: dict[str, Any]) -> dict[str, Any]:
-    """The OpenAI-style ``response_format`` asking for JSON that fits ``schema``."""
-    if not isinstance(schema, dict):
-        raise ValueError(f"response_schema must be a JSON schema object, got {schema!r}")
-    name = str(schema.get("title") or "output").replace(" ", "_")[:64]
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
-
-
-def _validated_json(text: str, schema: dict[str, Any], usage: Any, cost: float | None) -> Any:
-    """The reply parsed as JSON and checked against ``schema`` (jsonschema, litellm's own
-    dependency); a reply that does not fit is a retryable, billed validation failure."""
-    import json
-
-    import jsonschema
-
-    try:
-        value = json.loads(text)
-        jsonschema.validate(value, schema)
-    except (ValueError, jsonschema.ValidationError) as exc:
-        billed: dict[str, Any] = dict(usage)
-        if cost is not None:
-            billed["cost"] = cost
-        reason = exc.message if isinstance(exc, jsonschema.ValidationError) else str(exc)
-        raise StructuredOutputError(
-            f"the reply does not fit response_schema: {reason}", token_usage=billed
-        ) from exc
-    return value

@@ -5,7 +5,8 @@ litellm's exception hierarchy has traps (measured on 1.110): 503/502 are not
 403 can arrive as a bare ``APIError``; a non-JSON 200, a refused connection and a missing key
 all arrive as ``InternalServerError``; OpenAI's ``insufficient_quota`` is a plain
 ``RateLimitError``. This module never imports litellm: an exception can only come from
-litellm if litellm is already in ``sys.modules``.
+litellm if litellm is already in ``sys.modules``. The native transport's exceptions
+(:mod:`.provider_errors`) get the categories litellm's exceptions get for the same answer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from ..strategies.errors import (
     TokenTrackingError,
     http_status,
     parse_retry_after,
+)
+from .limits import parse_rate_limits
+from .provider_errors import (
+    MalformedResponseError,
+    MissingKeyError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderStatusError,
+    ProviderTimeoutError,
 )
 
 __all__ = ["LiteLLMErrorClassifier", "StructuredOutputError"]
@@ -62,6 +72,7 @@ _STATUS_INFO: dict[int, ErrorInfo] = {
     404: _fatal("not_found"),
     408: _retry("timeout", timeout=True),
     409: _retry("conflict"),
+    413: _fatal("bad_request"),
     422: _fatal("bad_request"),
     500: _retry("server_error"),
     502: _retry("server_error"),
@@ -87,6 +98,8 @@ class LiteLLMErrorClassifier(ErrorClassifier):
             return _VALIDATION
         if isinstance(exception, FrameworkTimeoutError):
             return self._fallback.classify(exception)
+        if isinstance(exception, ProviderError):
+            return _classify_native(exception)
         litellm = sys.modules.get("litellm")
         openai = sys.modules.get("openai")
         info = None
@@ -156,6 +169,45 @@ def _classify_sdk(
     return None
 
 
+_CONTEXT_WORDS = (
+    "maximum context length",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+)
+
+
+def _classify_native(exc: ProviderError) -> ErrorInfo:
+    """Categories for the native transport's errors, as litellm's for the same answer."""
+    if isinstance(exc, ProviderStatusError):
+        return _native_status(exc)
+    if isinstance(exc, MalformedResponseError):
+        return _retry("malformed_response")
+    if isinstance(exc, ProviderTimeoutError):
+        return _retry("timeout", timeout=True)
+    if isinstance(exc, ProviderConnectionError):
+        return _retry("connection_error")
+    if isinstance(exc, MissingKeyError):
+        return _fatal("auth")
+    return _retry("server_error")
+
+
+def _native_status(exc: ProviderStatusError) -> ErrorInfo:
+    """An HTTP error answer: by status, with the 400s litellm tells apart by code or text."""
+    status = exc.status_code
+    if status == 429:
+        return _rate_limit(exc)
+    if status == 400:
+        text = str(exc).lower()
+        if exc.code == "context_length_exceeded" or any(w in text for w in _CONTEXT_WORDS):
+            return _fatal("context_window")
+        if exc.code in ("content_policy_violation", "content_filter"):
+            return _fatal("content_policy")
+    return _STATUS_INFO.get(status) or (
+        _fatal("bad_request") if status < 500 else _retry("server_error")
+    )
+
+
 def _internal_server_error(exc: Exception) -> ErrorInfo:
     """A 500 from litellm may really be a non-JSON body, a dropped connection or a missing key."""
     text = str(exc).lower()
@@ -177,6 +229,8 @@ def _rate_limit(exc: Exception) -> ErrorInfo:
 
 def _is_insufficient_quota(exc: Exception) -> bool:
     """OpenAI's billing quota error: ``body["code"]`` (litellm overwrites ``exc.code``)."""
+    if isinstance(exc, ProviderStatusError) and "insufficient_quota" in (exc.code, exc.error_type):
+        return True
     body: Any = getattr(exc, "body", None)
     if isinstance(body, Mapping):
         error = body.get("error")
@@ -188,21 +242,46 @@ def _is_insufficient_quota(exc: Exception) -> bool:
 
 
 def retry_after(exc: BaseException) -> float | None:
-    """Seconds the provider asked to wait (``retry-after-ms``, ``retry-after``), if it said.
+    """Seconds the provider asked to wait, if it said.
 
-    Looks at the HTTP response's headers, then ``litellm_response_headers``, then ``headers``
-    (litellm leaves that None for provider 429s).
+    ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date); failing those, the reset
+    of the exhausted budget in the rate-limit headers (``x-ratelimit-reset-requests: 1m20s``,
+    ``anthropic-ratelimit-tokens-reset``). Looks at the HTTP response's headers, then
+    ``litellm_response_headers``, then ``headers`` (litellm leaves that None for provider 429s).
     """
     response = getattr(exc, "response", None)
-    for headers in (
-        getattr(response, "headers", None),
-        getattr(exc, "litellm_response_headers", None),
-        getattr(exc, "headers", None),
-    ):
-        wait = parse_retry_after(_lower_keys(headers))
+    found = [
+        _lower_keys(headers)
+        for headers in (
+            getattr(response, "headers", None),
+            getattr(exc, "litellm_response_headers", None),
+            getattr(exc, "headers", None),
+        )
+    ]
+    for headers in found:
+        wait = parse_retry_after(headers)
+        if wait is not None:
+            return wait
+    for headers in found:
+        wait = _reset_wait(headers)
         if wait is not None:
             return wait
     return None
+
+
+def _reset_wait(headers: dict[str, Any] | None) -> float | None:
+    """Seconds until the exhausted budget resets (the earliest reset if none says 0 left)."""
+    limits = parse_rate_limits(
+        {k.removeprefix("llm_provider-"): v for k, v in headers.items()} if headers else None
+    )
+    if limits is None:
+        return None
+    if limits.requests_remaining == 0 and limits.requests_reset_s is not None:
+        return limits.requests_reset_s
+    if limits.tokens_remaining == 0 and limits.tokens_reset_s is not None:
+        return limits.tokens_reset_s
+    resets = [w for w in (limits.requests_reset_s, limits.tokens_reset_s) if w is not None]
+    return min(resets) if resets else None
 
 
 def _lower_keys(headers: Any) -> dict[str, Any] | None:

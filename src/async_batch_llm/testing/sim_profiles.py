@@ -66,6 +66,9 @@ class SimulatorProfile:
     cache_block_tokens: int = 16
     context_window: int | None = None
     """Prompts with more estimated tokens get a 400 ``context_length_exceeded``."""
+    echo_key: bool = False
+    """401 answers echo the caller's key ("Incorrect API key provided: <key>"), as some
+    providers do: for tests that the key never leaves the strategy."""
 
     def __post_init__(self) -> None:
         for name in ("latency_mean", "latency_jitter", "retry_after", "slow_seconds"):
@@ -124,6 +127,9 @@ BUILTIN_PROFILES: dict[str, SimulatorProfile] = {
         slow_seconds=10.0,
         cache=True,
     ),
+    "limited": SimulatorProfile(
+        name="limited", latency_mean=0.02, latency_jitter=0.005, rpm_limit=300, cache=True
+    ),
     "flaky": SimulatorProfile(
         name="flaky",
         latency_mean=0.1,
@@ -137,7 +143,8 @@ BUILTIN_PROFILES: dict[str, SimulatorProfile] = {
 }
 """Named profiles: ``default`` (no faults, ~5 ms), ``fast`` (no latency, no cache: benchmarks),
 ``demo`` (0.3-0.8 s, 3% 503, 2% 429 with Retry-After 1.5 s), ``chaos`` (every fault, often),
-``flaky`` (transient 503/429/resets that a retry fixes)."""
+``flaky`` (transient 503/429/resets that a retry fixes), ``limited`` (300 requests per
+sliding minute, announced only in the rate-limit headers; 429 with Retry-After beyond it)."""
 
 
 def profile_from_name(name: str, **overrides: Any) -> SimulatorProfile:

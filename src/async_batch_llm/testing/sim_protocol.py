@@ -18,7 +18,21 @@ from typing import Any
 _DIRECTIVE_RE = re.compile(r"\[\[sim:([^\]]*)\]\]")
 _COUNT_RE = re.compile(r"^(?P<head>.*?)(?:\s+x(?P<count>\d+))?\s*$")
 _REPLY_OPEN = "[[sim:reply="
-_NAMED_KINDS = frozenset({"quota", "context_window", "malformed", "reset", "slow", "ok"})
+_NAMED_KINDS = frozenset(
+    {
+        "quota",
+        "context_window",
+        "malformed",
+        "no_choices",
+        "empty_choices",
+        "null_content",
+        "reset",
+        "slow",
+        "ok",
+    }
+)
+EMPTY_KINDS = frozenset({"no_choices", "empty_choices", "null_content"})
+"""Directives answering 200 with well-formed JSON that holds no reply."""
 _ERROR_KINDS: dict[int, tuple[str, str | None, str]] = {
     400: ("invalid_request_error", None, "Bad request"),
     401: ("authentication_error", "invalid_api_key", "Incorrect API key provided"),
@@ -26,6 +40,7 @@ _ERROR_KINDS: dict[int, tuple[str, str | None, str]] = {
     404: ("not_found_error", "model_not_found", "The model does not exist"),
     429: ("rate_limit_error", "rate_limit_exceeded", "Rate limit reached"),
     503: ("server_error", "service_unavailable", "The server is overloaded, try again later"),
+    529: ("overloaded_error", None, "Overloaded"),
 }
 
 
@@ -60,6 +75,8 @@ class ChatCall:
     reply: str | None = None
     directive_error: str | None = None
     """Why a ``[[sim:...]]`` directive could not be parsed (answered with a 400)."""
+    tool: str | None = None
+    """The tool an Anthropic request forces (its input is the structured reply)."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -77,22 +94,27 @@ def _content_text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def parse_call(raw: bytes) -> ChatCall:
-    """Read model, messages and response_format from a request body; 400 on anything unusable."""
+def load_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; 400 on anything else or on ``stream: true``."""
     try:
         body = json.loads(raw)
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' is required and must be a non-empty list")
     if body.get("stream"):
         raise InvalidRequest("streaming is not supported by the simulator ('stream': true)")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty list")
+    return body
+
+
+def build_call(model: str, messages: list[Any], response_format: Any) -> ChatCall:
+    """A :class:`ChatCall` from OpenAI-style messages (the system prompt first, if any)."""
     chunks: list[str] = []
     prompt_tokens = 3
     last_user = ""
@@ -107,13 +129,19 @@ def parse_call(raw: bytes) -> ChatCall:
             last_user = content
     text = "".join(chunks)
     digest = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-    call = ChatCall(model, text, last_user, digest, prompt_tokens, body.get("response_format"))
+    call = ChatCall(model, text, last_user, digest, prompt_tokens, response_format)
     if "[[sim:" in last_user:
         try:
             call.faults, call.reply = parse_directives(last_user)
         except InvalidRequest as exc:
             call.directive_error = str(exc)
     return call
+
+
+def parse_call(raw: bytes) -> ChatCall:
+    """Read model, messages and response_format from a request body; 400 on anything unusable."""
+    body = load_body(raw)
+    return build_call(body["model"], body["messages"], body.get("response_format"))
 
 
 def parse_directives(message: str) -> tuple[list[Directive], str | None]:
@@ -229,6 +257,19 @@ def completion_body(rid: int, call: ChatCall, reply: str, completion: int, cache
             },
         }
     ).encode()
+
+
+def empty_completion_body(rid: int, call: ChatCall, kind: str) -> bytes:
+    """A 200 ``chat.completion`` with no reply: no ``choices``, ``[]`` or ``content: null``."""
+    body: dict[str, Any] = {"id": f"chatcmpl-sim-{rid}", "object": "chat.completion"}
+    body["model"] = call.model
+    if kind == "empty_choices":
+        body["choices"] = []
+    elif kind == "null_content":
+        message = {"role": "assistant", "content": None}
+        body["choices"] = [{"index": 0, "message": message, "finish_reason": "stop"}]
+    body["usage"] = {"prompt_tokens": call.prompt_tokens, "completion_tokens": 0}
+    return json.dumps(body).encode()
 
 
 def error_body(

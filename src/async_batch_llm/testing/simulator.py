@@ -1,9 +1,11 @@
 """A loopback OpenAI-compatible provider with seeded latency, rate limits, faults and caching.
 
-It serves ``POST /v1/chat/completions`` and ``GET /v1/models`` so the engine (and litellm)
-can be exercised over real HTTP without a real provider. Behaviour comes from a
-:class:`SimulatorProfile` (random faults drawn from a seeded RNG) and, for deterministic
-tests, from directives written into the last user message.
+It serves ``POST /v1/chat/completions``, ``POST /v1/messages`` (Anthropic Messages, the
+same behaviour in Anthropic's shapes: ``cache_read_input_tokens`` and
+``cache_creation_input_tokens``, ``anthropic-ratelimit-*`` headers) and ``GET /v1/models``,
+so the engine (and litellm) can be exercised over real HTTP without a real provider.
+Behaviour comes from a :class:`SimulatorProfile` (random faults drawn from a seeded RNG)
+and, for deterministic tests, from directives written into the last user message.
 
 Directive grammar (anywhere in the last user message, several allowed)::
 
@@ -17,6 +19,8 @@ KIND is one of:
 - ``quota``: 429 with code ``insufficient_quota`` and no Retry-After (not transient);
 - ``context_window``: 400 with code ``context_length_exceeded``;
 - ``malformed``: 200 whose body is not JSON;
+- ``no_choices``, ``empty_choices``, ``null_content``: 200 with JSON but no reply (no
+  ``choices``/``content``, an empty list, or ``content: null``);
 - ``reset``: the connection is closed without any response;
 - ``slow`` or ``slow=SECONDS``: a normal answer after SECONDS (profile ``slow_seconds``);
 - ``ok``: a normal answer (a placeholder to order the others, e.g. ``[[sim:ok x1]]``).
@@ -28,6 +32,11 @@ gives 429, 429, 503 and then normal answers. A directive without ``xN`` applies 
 remaining request. ``[[sim:reply=TEXT]]`` makes the reply exactly TEXT; TEXT runs to the
 *last* ``]]`` of the message (so JSON with brackets works): write it last. An unknown
 directive gets a 400 naming it, so a typo cannot pass silently.
+
+With ``rpm_limit``/``tpm_limit`` set, every answer announces the budget left in rate-limit
+headers (``x-ratelimit-limit|remaining|reset-requests|tokens`` on chat completions,
+``anthropic-ratelimit-*`` on Messages); a request beyond it gets a 429 with Retry-After.
+With ``echo_key`` a 401 echoes the caller's key in its message.
 
 Decision order for a request: directive, profile ``context_window``, rpm/tpm limits (429
 with the seconds until capacity frees), random faults, then a normal answer. Every answer
@@ -53,18 +62,22 @@ import random
 import signal
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from aiohttp import web
 
+from . import sim_anthropic
+from .sim_limits import SlidingWindow, anthropic_headers, openai_headers
 from .sim_profiles import BUILTIN_PROFILES, SimulatorProfile, profile_from_name
 from .sim_protocol import (
+    EMPTY_KINDS,
     ChatCall,
     InvalidRequest,
     completion_body,
+    empty_completion_body,
     error_body,
     estimate_tokens,
     parse_call,
@@ -82,50 +95,6 @@ _SHUTDOWN_TIMEOUT = 0.5
 # --- provider state -------------------------------------------------------------------------
 
 
-class _SlidingWindow:
-    """Requests and tokens admitted in the last ``window`` seconds, for rpm/tpm limits."""
-
-    def __init__(self, rpm: int | None, tpm: int | None, window: float) -> None:
-        self.rpm, self.tpm, self.window = rpm, tpm, window
-        self._events: deque[tuple[float, int]] = deque()
-        self._tokens = 0
-
-    def _expire(self, now: float) -> None:
-        while self._events and self._events[0][0] <= now - self.window:
-            self._tokens -= self._events.popleft()[1]
-
-    def reject(self, now: float, tokens: int) -> tuple[str, float] | None:
-        """``(limit, seconds until capacity frees)`` if this request is over a limit, else None."""
-        self._expire(now)
-        events = self._events
-        if self.rpm is not None and len(events) >= self.rpm:
-            return "rpm", events[len(events) - self.rpm][0] + self.window - now
-        if self.tpm is None:
-            return None
-        if tokens > self.tpm:
-            return "tpm_request_too_large", self.window
-        excess = self._tokens + tokens - self.tpm
-        freed = 0
-        for stamp, used in events if excess > 0 else ():
-            freed += used
-            if freed >= excess:
-                return "tpm", stamp + self.window - now
-        return None
-
-    def admit(self, now: float, tokens: int) -> dict[str, str]:
-        """Count a request in; return OpenAI-style ``x-ratelimit-remaining-*`` headers."""
-        self._events.append((now, tokens))
-        self._tokens += tokens
-        headers = {}
-        if self.rpm is not None:
-            headers["x-ratelimit-limit-requests"] = str(self.rpm)
-            headers["x-ratelimit-remaining-requests"] = str(max(0, self.rpm - len(self._events)))
-        if self.tpm is not None:
-            headers["x-ratelimit-limit-tokens"] = str(self.tpm)
-            headers["x-ratelimit-remaining-tokens"] = str(max(0, self.tpm - self._tokens))
-        return headers
-
-
 class _PrefixCache:
     """Prompt prefixes seen before, in blocks, so repeated prefixes count as cached tokens."""
 
@@ -136,8 +105,13 @@ class _PrefixCache:
 
     def cached_tokens(self, text: str) -> int:
         """Tokens of the longest block-aligned prefix seen before; remember this prompt's."""
+        return self.lookup(text)[0]
+
+    def lookup(self, text: str) -> tuple[int, int]:
+        """``(read, written)``: tokens of the longest prefix seen before, and of the blocks
+        this prompt adds to the cache (Anthropic's ``cache_creation_input_tokens``)."""
         running = hashlib.blake2b(digest_size=16)
-        hit = 0
+        hit = stored = 0
         for end in range(self._block, len(text) + 1, self._block):
             running.update(text[end - self._block : end].encode())
             if end < self._min:
@@ -148,9 +122,10 @@ class _PrefixCache:
                 self._seen.move_to_end(key)
             else:
                 self._seen[key] = None
+            stored = end
         while len(self._seen) > _CACHE_MAX_ENTRIES:
             self._seen.popitem(last=False)
-        return hit // 4
+        return hit // 4, max(0, stored - hit) // 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +152,8 @@ class LedgerEntry:
     completion_tokens: int
     cached_tokens: int
     cause: str = ""
+    cache_write_tokens: int = 0
+    """Anthropic's ``cache_creation_input_tokens`` (always 0 on chat completions)."""
 
     def to_json(self) -> str:
         """One JSONL line (without the newline)."""
@@ -200,13 +177,27 @@ class _Plan:
 # --- the server -----------------------------------------------------------------------------
 
 
-def _error_response(plan: _Plan, headers: dict[str, str]) -> web.Response:
-    """An OpenAI-style JSON error, with Retry-After headers when the plan has a wait."""
+def _error_response(plan: _Plan, headers: dict[str, str], anthropic: bool = False) -> web.Response:
+    """An OpenAI- (or Anthropic-) style JSON error, with Retry-After when the plan has a wait."""
     status = plan.status or 500
     if plan.retry_after is not None:
         headers.update(retry_headers(plan.retry_after))
-    body = error_body(status, plan.message, plan.err_type, plan.code)
+    if anthropic:
+        message = plan.message
+        if plan.outcome == "context_window":
+            message = "prompt is too long: " + message
+        body = sim_anthropic.error_body(status, message)
+    else:
+        body = error_body(status, plan.message, plan.err_type, plan.code)
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _caller_key(request: web.Request) -> str:
+    """The key a request carries (``Authorization: Bearer`` or ``x-api-key``), '' if none."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key", "").strip()
 
 
 def _pick_fault(draw: float, rates: dict[str, float]) -> str | None:
@@ -243,7 +234,7 @@ class ProviderSimulator:
         self._ids = itertools.count(1)
         self._attempts: dict[str, int] = {}
         p = self.profile
-        self._window = _SlidingWindow(p.rpm_limit, p.tpm_limit, p.rate_window)
+        self._window = SlidingWindow(p.rpm_limit, p.tpm_limit, p.rate_window)
         self._cache = _PrefixCache(p.cache_min_tokens, p.cache_block_tokens) if p.cache else None
         self._runner: web.AppRunner | None = None
         self._ledger_file: IO[str] | None = None
@@ -266,6 +257,8 @@ class ProviderSimulator:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/chat/completions", self._chat)
+        app.router.add_post("/v1/messages", self._messages)
+        app.router.add_post("/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT
@@ -372,7 +365,14 @@ class ProviderSimulator:
             grouped.setdefault(getattr(entry, key), []).append(entry.outcome)
         return grouped
 
-    def _record(self, rid: int, call: ChatCall | None, plan: _Plan, usage: tuple[int, int]) -> None:
+    def _record(
+        self,
+        rid: int,
+        call: ChatCall | None,
+        plan: _Plan,
+        usage: tuple[int, int],
+        cache_write: int = 0,
+    ) -> None:
         """Append one ledger entry (and its JSONL line, flushed, when a ledger file is open)."""
         entry = LedgerEntry(
             request_id=rid,
@@ -386,6 +386,7 @@ class ProviderSimulator:
             completion_tokens=usage[0],
             cached_tokens=usage[1],
             cause=plan.cause,
+            cache_write_tokens=cache_write,
         )
         self.ledger.append(entry)
         if self._ledger_file is not None:
@@ -411,8 +412,8 @@ class ProviderSimulator:
         if kind == "slow":
             seconds = self.profile.slow_seconds if fault.seconds is None else fault.seconds
             return _Plan("slow", 200, "directive", delay=seconds)
-        if kind in ("malformed", "reset"):
-            return _Plan(kind, 200 if kind == "malformed" else None, "directive", delay=latency)
+        if kind in ("malformed", "reset") or kind in EMPTY_KINDS:
+            return _Plan(kind, None if kind == "reset" else 200, "directive", delay=latency)
         if kind == "quota":
             message = "You exceeded your current quota, please check your plan and billing."
             return _Plan(
@@ -447,24 +448,31 @@ class ProviderSimulator:
             code="context_length_exceeded",
         )
 
-    def _plan(self, call: ChatCall, completion_tokens: int) -> tuple[_Plan, dict[str, str]]:
+    def _plan(self, call: ChatCall, completion_tokens: int) -> _Plan:
         """Decide the answer: directive, context window, limits, random fault, or ok."""
         latency, draw = self._draw()
         plan = self._directive_plan(call, latency) if call.faults else None
         if plan is not None:
-            return plan, {}
+            return plan
         p = self.profile
         if p.context_window is not None and call.prompt_tokens > p.context_window:
-            return self._context_plan(call, "context_window", latency), {}
+            return self._context_plan(call, "context_window", latency)
         now = time.monotonic()
         tokens = call.prompt_tokens + completion_tokens
         rejected = self._window.reject(now, tokens)
         if rejected is not None:
             limit, wait = rejected
             message = f"Rate limit reached ({limit}); retry in {wait:.3f}s (simulated)"
-            return _Plan("429", 429, limit, retry_after=max(wait, 0.001), message=message), {}
-        headers = self._window.admit(now, tokens)
-        return self._random_plan(draw, latency), headers
+            return _Plan("429", 429, limit, retry_after=max(wait, 0.001), message=message)
+        self._window.admit(now, tokens)
+        return self._random_plan(draw, latency)
+
+    def _limit_headers(self, anthropic: bool) -> dict[str, str]:
+        """The rate-limit headers of an answer sent now, in the endpoint's style."""
+        budget = self._window.budget(time.monotonic())
+        if budget is None:
+            return {}
+        return anthropic_headers(budget, time.time()) if anthropic else openai_headers(budget)
 
     def _random_plan(self, draw: float, latency: float) -> _Plan:
         """Turn one uniform draw into the profile's random fault, or a normal answer."""
@@ -493,20 +501,28 @@ class ProviderSimulator:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``: plan, wait, then answer (or drop) and record."""
+        return await self._serve(request, anthropic=False)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages`` (Anthropic Messages): the same, in Anthropic's shapes."""
+        return await self._serve(request, anthropic=True)
+
+    async def _serve(self, request: web.Request, *, anthropic: bool) -> web.StreamResponse:
         raw = await request.read()
         rid = next(self._ids)
         try:
-            call = parse_call(raw)
+            call = sim_anthropic.parse_messages_call(raw) if anthropic else parse_call(raw)
         except InvalidRequest as exc:
             plan = _Plan("400", 400, "invalid_request", message=str(exc))
             self._record(rid, None, plan, (0, 0))
-            return _error_response(plan, {})
+            return _error_response(plan, {}, anthropic)
         if call.directive_error is not None:
             plan = _Plan("400", 400, "invalid_directive", message=call.directive_error)
             self._record(rid, call, plan, (0, 0))
-            return _error_response(plan, {})
+            return _error_response(plan, {}, anthropic)
         reply = reply_text(call)
-        plan, headers = self._plan(call, max(1, estimate_tokens(reply)))
+        plan = self._plan(call, max(1, estimate_tokens(reply)))
+        headers = self._limit_headers(anthropic)
         headers["x-request-id"] = f"sim-{rid}"
         try:
             if plan.delay > 0:
@@ -516,7 +532,9 @@ class ProviderSimulator:
             gone = _Plan("slow" if plan.outcome == "slow" else "cancelled", None, cause)
             self._record(rid, call, gone, (0, 0))
             raise
-        return self._answer(request, rid, call, plan, reply, headers)
+        if plan.status == 401 and self.profile.echo_key:
+            plan.message = f"Incorrect API key provided: {_caller_key(request)}"
+        return self._answer(request, rid, call, plan, reply, headers, anthropic)
 
     def _answer(
         self,
@@ -526,6 +544,7 @@ class ProviderSimulator:
         plan: _Plan,
         reply: str,
         headers: dict[str, str],
+        anthropic: bool,
     ) -> web.Response:
         """Send the planned answer and record it; a delivered slow answer counts as ok."""
         if plan.outcome == "slow":
@@ -539,14 +558,25 @@ class ProviderSimulator:
             self._record(rid, call, plan, (0, 0))
             body = b"<html><body>upstream proxy error: not JSON</body></html>"
             return web.Response(status=200, body=body, content_type="application/json")
+        if plan.outcome in EMPTY_KINDS:
+            self._record(rid, call, plan, (0, 0))
+            maker = sim_anthropic.empty_body if anthropic else empty_completion_body
+            body = maker(rid, call, plan.outcome)
+            return web.Response(body=body, content_type="application/json", headers=headers)
         if plan.outcome != "ok":
             self._record(rid, call, plan, (0, 0))
-            return _error_response(plan, headers)
-        cached = self._cache.cached_tokens(call.text) if self._cache is not None else 0
+            return _error_response(plan, headers, anthropic)
+        cached = written = 0
+        if self._cache is not None:
+            cached, written = self._cache.lookup(call.text)
         cached = min(cached, call.prompt_tokens)
+        written = min(written, call.prompt_tokens - cached) if anthropic else 0
         completion = max(1, estimate_tokens(reply))
-        self._record(rid, call, plan, (completion, cached))
-        body = completion_body(rid, call, reply, completion, cached)
+        self._record(rid, call, plan, (completion, cached), written)
+        if anthropic:
+            body = sim_anthropic.message_body(rid, call, reply, completion, cached, written)
+        else:
+            body = completion_body(rid, call, reply, completion, cached)
         return web.Response(body=body, content_type="application/json", headers=headers)
 
 
