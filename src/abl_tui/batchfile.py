@@ -11,13 +11,17 @@ import difflib
 import json
 import re
 import tomllib
+import warnings
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from async_batch_llm.secrets import redact_url
 
 MAX_LINE_BYTES = 32 * 1024 * 1024
 """Longest accepted JSONL line; caps the memory one line can take."""
@@ -34,6 +38,34 @@ _SECRETS_MSG = (
     "API keys must not be stored in batch files; set the provider's environment variable "
     "instead (e.g. OPENAI_API_KEY or ANTHROPIC_API_KEY)"
 )
+_URL_SECRETS_MSG = (
+    "credentials must not be stored in batch files: remove the user:password@ part "
+    "(give the URL with --api-base, or the key in the provider's environment variable)"
+)
+
+MAX_CONTEXT_DEPTH = 64
+"""Deepest nesting of an item's JSON ``context`` (the store and the JSON encoder recurse)."""
+
+DEFAULT_MODEL = "simulated/demo"
+"""The model of a batch that names none: accepted only for a dry run (nothing is sent)."""
+
+NO_MODEL_MSG = (
+    "no model: give --model or `model = ...` in the TOML; "
+    f"`{DEFAULT_MODEL}` runs the built-in simulator"
+)
+
+#: ``[completion_options]`` the strategy owns (mirrors LiteLLMStrategy's reserved keywords;
+#: a test checks they agree), and why each is refused.
+RESERVED_OPTIONS = {
+    "messages": "the prompt comes from each item (and system_prompt)",
+    "stream": "streaming is not supported",
+    "timeout": "use the top-level `timeout` (seconds per attempt)",
+    "request_timeout": "use the top-level `timeout` (seconds per attempt)",
+    "max_retries": "use the top-level `max_attempts` (the engine retries)",
+    "num_retries": "use the top-level `max_attempts` (the engine retries)",
+}
+#: ``[completion_options]`` that repeat a top-level setting (the strategy would get it twice).
+_TOP_LEVEL_OPTIONS = ("model", "api_base", "system_prompt", "response_schema", "response_model")
 
 
 class BatchFileError(Exception):
@@ -70,8 +102,12 @@ def _describe(err: Any) -> str:
         return f"must be >= {ctx['ge']:g}, got {err['input']!r}"
     if kind == "greater_than":
         return f"must be > {ctx['gt']:g}, got {err['input']!r}"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']:g}, got {err['input']!r}"
     if kind == "finite_number":
         return "must be a finite number"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}, got {err['input']!r}"
     msg = str(err["msg"]).removeprefix("Value error, ")
     return msg[:1].lower() + msg[1:]
 
@@ -167,9 +203,55 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield lineno, text
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """True if ``value`` nests lists/objects more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{}]')
+
+
+def _deep_key(text: str, limit: int) -> str | None:
+    """The top-level key of a JSON object text under which it nests past ``limit`` levels."""
+    depth, key = 0, None
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return key
+        elif token in ("]", "}"):
+            depth -= 1
+        elif depth == 1 and token.endswith(":"):
+            key = json.loads(token[:-1])
+    return None
+
+
+def _check_context_depth(path: Path, lineno: int, text: str, item: BatchItem) -> BatchItem:
+    """Refuse a context nested deeper than MAX_CONTEXT_DEPTH (cheap unless brackets abound)."""
+    context = item.context
+    if (
+        isinstance(context, dict | list)
+        and text.count("[") + text.count("{") > MAX_CONTEXT_DEPTH
+        and _too_deep(context, MAX_CONTEXT_DEPTH)
+    ):
+        msg = f"nested deeper than {MAX_CONTEXT_DEPTH} levels"
+        raise BatchFileError(path, msg, line=lineno, field="context")
+    return item
+
+
 def _parse_item(path: Path, lineno: int, text: str) -> BatchItem:
     try:  # fast path: pydantic parses and validates in one go
-        return BatchItem.model_validate_json(text)
+        return _check_context_depth(path, lineno, text, BatchItem.model_validate_json(text))
     except ValidationError:
         pass  # redo it slowly to explain the problem (or accept what json.loads accepts)
     try:
@@ -177,20 +259,30 @@ def _parse_item(path: Path, lineno: int, text: str) -> BatchItem:
     except json.JSONDecodeError as exc:
         msg = f"invalid JSON: {exc.msg} (column {exc.colno})"
         raise BatchFileError(path, msg, line=lineno) from None
+    except RecursionError:  # far too deep for json.loads: find the key by scanning the text
+        field = "context" if _deep_key(text, MAX_CONTEXT_DEPTH + 1) == "context" else None
+        msg = f"nested deeper than {MAX_CONTEXT_DEPTH} levels"
+        raise BatchFileError(path, msg, line=lineno, field=field) from None
     if not isinstance(data, dict):
         msg = f"expected a JSON object, got {_type_name(data)}"
         raise BatchFileError(path, msg, line=lineno)
+    if _too_deep(data, MAX_CONTEXT_DEPTH + 1):  # before json.dumps below recurses into it
+        context = data.get("context")
+        deep_context = isinstance(context, dict | list) and _too_deep(context, MAX_CONTEXT_DEPTH)
+        msg = f"nested deeper than {MAX_CONTEXT_DEPTH} levels"
+        raise BatchFileError(path, msg, line=lineno, field="context" if deep_context else None)
     try:  # json.loads accepts "\ud800"; such text cannot be stored or sent later
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         msg = "invalid \\u escape: unpaired surrogate (not a Unicode character)"
         raise BatchFileError(path, msg, line=lineno) from None
     try:
-        return BatchItem.model_validate(data)
+        item = BatchItem.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]  # report the first field that is wrong (id before prompt)
         field = ".".join(str(p) for p in err["loc"]) or None
         raise BatchFileError(path, _describe(err), line=lineno, field=field) from None
+    return _check_context_depth(path, lineno, text, item)
 
 
 def _first_line_of(path: Path, item_id: str, before: int) -> int | None:
@@ -231,26 +323,34 @@ def validate_file(path: Path | str) -> int:
 
 
 class BatchSpec(BaseModel):
-    """Run settings from a TOML spec; unknown keys are errors so typos never pass silently."""
+    """Run settings from a TOML spec; unknown keys are errors so typos never pass silently.
+
+    Every value is checked here, before a run is created: URLs, simulator profiles, JSON
+    schemas and completion options the strategy would refuse later are refused now.
+    """
 
     model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
     items: str
-    model: str = "simulated/demo"
+    model: str = DEFAULT_MODEL
     api_base: str | None = None
-    workers: int = Field(8, ge=1)
-    rpm: float | None = Field(None, gt=0)
-    tpm: float | None = Field(None, gt=0)
-    max_attempts: int = Field(3, ge=1)
-    timeout: float = Field(60.0, gt=0)
+    transport: Literal["auto", "native", "litellm"] = "auto"
+    workers: int = Field(default=8, ge=1, le=10_000)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    timeout: float = Field(default=60.0, gt=0)
     system_prompt: str | None = None
-    temperature: float | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(default=None, ge=0)
+    max_tokens: int | None = Field(default=None, ge=1)
     completion_options: dict[str, Any] = Field(default_factory=dict)
     response_schema: dict[str, Any] | None = None
     response_schema_file: str | None = None
     dry_run: bool = False
+
+    #: Where these settings came from (the batch file), for messages; not a setting.
+    _source: str | None = PrivateAttr(default=None)
 
     @field_validator("model", "items")
     @classmethod
@@ -259,14 +359,91 @@ class BatchSpec(BaseModel):
             raise ValueError("must not be blank")
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _known_simulator_profile(cls, value: str) -> str:
+        if value.startswith("simulated/"):
+            from async_batch_llm.providers._simulated import simulated_profile
+
+            simulated_profile(value)  # ValueError naming the known profiles
+        return value
+
+    @field_validator("api_base")
+    @classmethod
+    def _absolute_http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_api_base(value)
+
+    @field_validator("response_schema")
+    @classmethod
+    def _valid_json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            check_json_schema(value)
+        return value
+
+    def __eq__(self, other: object) -> bool:
+        """Equal settings are equal wherever they came from."""
+        if not isinstance(other, BatchSpec):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable settings: unhashable, as pydantic's
+
+    @property
+    def model_given(self) -> bool:
+        """True when a model was named (in the file or an override), not just defaulted."""
+        return "model" in self.model_fields_set
+
     def merged(self, **overrides: Any) -> BatchSpec:
-        """Return a validated copy with the non-None overrides (e.g. CLI flags) applied."""
+        """Return a validated copy with the non-None overrides (e.g. CLI flags) applied.
+
+        This is the last step before a run: a batch that names no model anywhere is refused
+        (``BatchFileError``) unless it is a dry run, which uses the simulator and sends nothing.
+        """
         unknown = sorted(set(overrides) - set(type(self).model_fields))
         if unknown:
             raise TypeError(f"unknown BatchSpec field(s): {', '.join(unknown)}")
-        data = self.model_dump()
+        # A defaulted model stays "not given" through the merge, so the check below sees it.
+        data = self.model_dump(exclude=None if self.model_given else {"model"})
         data.update({k: v for k, v in overrides.items() if v is not None})
-        return _validate_spec("command-line options", data, text="")
+        merged = _validate_spec("command-line options", data, text="")
+        merged._source = self._source
+        if not merged.model_given and not merged.dry_run:
+            raise BatchFileError(self._source or "command-line options", NO_MODEL_MSG)
+        return merged
+
+
+def check_api_base(value: str) -> str:
+    """``value`` if it is an absolute http(s) URL with a host; else ValueError saying why."""
+    shown = redact_url(value)  # the message must not echo credentials
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc}): {shown!r}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an absolute http:// or https:// URL with a host, got {shown!r}")
+    if value != value.strip() or any(ch.isspace() for ch in parts.netloc):
+        raise ValueError(f"must not contain spaces, got {shown!r}")
+    return value
+
+
+def check_json_schema(schema: dict[str, Any]) -> None:
+    """Raise ValueError unless ``schema`` is a valid JSON schema (for its ``$schema`` draft)."""
+    import jsonschema  # type: ignore[import-untyped]  # ~45 ms: only for structured output
+
+    with warnings.catch_warnings():  # an unknown $schema warns, then falls back to 2020-12
+        warnings.simplefilter("ignore", DeprecationWarning)
+        validator = jsonschema.validators.validator_for(
+            schema, default=jsonschema.Draft202012Validator
+        )
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "/".join(str(part) for part in exc.absolute_path) or "the top level"
+        detail = exc.message if len(exc.message) <= 160 else exc.message[:157] + "..."
+        raise ValueError(f"not a valid JSON schema: {detail} (at {where})") from None
+    except RecursionError:
+        raise ValueError("not a valid JSON schema: nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -292,7 +469,8 @@ def _key_line(text: str, key: str) -> int | None:
     return None
 
 
-def _validate_spec(path: Path | str, data: dict[str, Any], text: str) -> BatchSpec:
+def _check_keys(path: Path | str, data: dict[str, Any], text: str) -> None:
+    """Refuse unknown keys (with a hint) and keys that would store a secret in the file."""
     known = BatchSpec.model_fields
     for key in data:
         if key == "api_key":
@@ -301,10 +479,41 @@ def _validate_spec(path: Path | str, data: dict[str, Any], text: str) -> BatchSp
             hint = difflib.get_close_matches(key, known, n=1)
             msg = f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             raise BatchFileError(path, msg, line=_key_line(text, key))
+    api_base = data.get("api_base")
+    if text and isinstance(api_base, str) and "@" in api_base:  # only a file is refused
+        try:
+            has_userinfo = "@" in urlsplit(api_base).netloc
+        except ValueError:
+            has_userinfo = False  # the URL check names what is wrong
+        if has_userinfo:
+            line = _key_line(text, "api_base")
+            raise BatchFileError(path, _URL_SECRETS_MSG, line=line, field="api_base")
+
+
+def _check_options(path: Path | str, data: dict[str, Any], text: str) -> None:
+    """Refuse completion options the strategy owns or that repeat a top-level setting."""
     options = data.get("completion_options")
-    if isinstance(options, dict) and "api_key" in options:
-        line = _key_line(text, "completion_options")
-        raise BatchFileError(path, _SECRETS_MSG, line=line, field="completion_options.api_key")
+    if not isinstance(options, dict):
+        return  # the type check names it
+    line = _key_line(text, "completion_options")
+    for key in options:
+        field = f"completion_options.{key}"
+        if key == "api_key":
+            raise BatchFileError(path, _SECRETS_MSG, line=line, field=field)
+        if key in RESERVED_OPTIONS:
+            msg = f"set by abl, not a completion option: {RESERVED_OPTIONS[key]}"
+            raise BatchFileError(path, msg, line=line, field=field)
+        if key in _TOP_LEVEL_OPTIONS:
+            msg = f"use the top-level `{key}` setting instead"
+            raise BatchFileError(path, msg, line=line, field=field)
+    if "response_format" in options and data.get("response_schema") is not None:
+        msg = "give either response_schema or completion_options.response_format, not both"
+        raise BatchFileError(path, msg, line=line, field="completion_options.response_format")
+
+
+def _validate_spec(path: Path | str, data: dict[str, Any], text: str) -> BatchSpec:
+    _check_keys(path, data, text)
+    _check_options(path, data, text)
     try:
         return BatchSpec.model_validate(data)
     except ValidationError as exc:
@@ -330,6 +539,10 @@ def _load_schema_file(spec_path: Path, schema_path: Path) -> dict[str, Any]:
     if not isinstance(schema, dict):
         msg = f"{schema_path} must hold a JSON object, got {_type_name(schema)}"
         raise BatchFileError(spec_path, msg, field=field)
+    try:
+        check_json_schema(schema)
+    except ValueError as exc:
+        raise BatchFileError(spec_path, f"{schema_path}: {exc}", field=field) from None
     return schema
 
 
@@ -337,7 +550,7 @@ def load_spec(path: Path) -> LoadedBatch:
     """Read a TOML spec; resolve its items path (and schema file) against the spec's folder."""
     _check_file(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark is tolerated
         data = tomllib.loads(text)
     except OSError as exc:
         raise BatchFileError(path, f"cannot read: {exc.strerror or exc}") from None
@@ -363,7 +576,12 @@ def load_spec(path: Path) -> LoadedBatch:
         schema_path = _resolve(base, spec.response_schema_file)
         updates["response_schema_file"] = str(schema_path)
         updates["response_schema"] = _load_schema_file(path, schema_path)
-    return LoadedBatch(spec=spec.model_copy(update=updates), items_path=items_path, spec_path=path)
+        if "response_format" in spec.completion_options:
+            msg = "give either response_schema_file or completion_options.response_format"
+            raise BatchFileError(path, msg, field="response_schema_file")
+    loaded = spec.model_copy(update=updates)
+    loaded._source = str(path)
+    return LoadedBatch(spec=loaded, items_path=items_path, spec_path=path)
 
 
 def load_batch(path: Path | str) -> LoadedBatch:
@@ -375,4 +593,6 @@ def load_batch(path: Path | str) -> LoadedBatch:
     if path.suffix.lower() == ".toml":
         return load_spec(path)
     _check_file(path)
-    return LoadedBatch(spec=BatchSpec(items=str(path), name=path.stem), items_path=path)
+    spec = BatchSpec(items=str(path), name=path.stem)
+    spec._source = str(path)
+    return LoadedBatch(spec=spec, items_path=path)

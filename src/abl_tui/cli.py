@@ -1,19 +1,36 @@
 """The ``abl-tui`` command line: run, resume, list, export and watch batches.
 
-Exit status: 0 every item succeeded, 1 some failed, 2 bad input or usage, 130 interrupted.
+Exit status:
+
+- 0 every item succeeded; 1 some failed; 2 bad input or usage (nothing was sent);
+- 74 the run store took no more writes (disk full, locked by another process) for
+  ``--store-wait`` seconds: dispatch stopped, the run is interrupted with the reason, and
+  ``resume`` carries on once the cause is gone;
+- 75 the run is being run by another live process (its pid, host and start are named):
+  try again later, or ``resume --wait``;
+- 130 interrupted by Ctrl-C (SIGINT), 143 stopped by SIGTERM: items under way are recorded
+  as interrupted and the run stays resumable, whatever the phase (storing the batch too).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_STORE = 74  # the store took no writes (sysexits' EX_IOERR)
+EXIT_BUSY = 75  # another process runs the run (EX_TEMPFAIL: try again later)
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143
 
 _EXAMPLES = {
     "run": """examples:
@@ -23,7 +40,8 @@ _EXAMPLES = {
   abl-tui run big.jsonl --headless --db runs.db         # no dashboard: progress on stdout""",
     "resume": """examples:
   abl-tui resume latest                     # carry on the newest run of ./abl-runs.db
-  abl-tui resume r-20261125-1a2b3c --retry-failed --headless""",
+  abl-tui resume r-20261125-1a2b3c --retry-failed --headless
+  abl-tui resume latest --wait              # once the process running it now has ended""",
     "runs": """examples:
   abl-tui runs
   abl-tui runs --format json --db runs.db""",
@@ -51,6 +69,19 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be >= 0 seconds, got {text}")
+    return value
+
+
+_STORE_WAIT_HELP = (
+    "seconds to wait for a run store that takes no writes (disk full, locked) before "
+    "stopping the run, resumable, with exit status 74 (default: 30)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,11 +127,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", default=None, help="send nothing; fake every answer"
     )
+    run.add_argument(
+        "--transport",
+        choices=("auto", "native", "litellm"),
+        help="how to reach the provider: native HTTP for OpenAI-compatible and Anthropic "
+        "APIs, litellm for the rest; default auto",
+    )
+    run.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
 
     resume = command("resume", "Resume a run: send every item without a committed result.")
     resume.add_argument("run", help="run id or 'latest'")
     resume.add_argument("--headless", action="store_true", help="no dashboard")
     resume.add_argument("--retry-failed", action="store_true", help="send failed items again too")
+    resume.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another process is running the run, wait for it to end (else exit 75)",
+    )
+    resume.add_argument(
+        "--items-changed",
+        choices=("refuse", "ignore"),
+        default="refuse",
+        help="a run stopped while its batch was being stored finishes storing it from the "
+        "items file: refuse (default) if that file changed since, or ignore the change",
+    )
+    resume.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
 
     runs = command("runs", "List the runs in the store.")
     runs.add_argument("--format", choices=("table", "json"), default="table")
@@ -122,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.db = _default_db()
     try:
         status = _dispatch(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the runner started (or while listing, exporting)
         print("interrupted", file=sys.stderr)
         status = EXIT_INTERRUPTED
     except BrokenPipeError:  # `abl-tui export latest | head`: the reader left, nothing is wrong
@@ -177,6 +228,8 @@ def _run(args: argparse.Namespace) -> int:
         name=args.name,
         dry_run=args.dry_run,
     )
+    if args.transport is not None:  # the transport field may not exist in this version yet
+        settings = settings.merged(transport=args.transport)
     if not settings.name:
         settings = settings.merged(name=batch.items_path.stem)
     plan = RunPlan(
@@ -185,8 +238,15 @@ def _run(args: argparse.Namespace) -> int:
         items_path=batch.items_path,
         source=str(args.batch),
         keep_open=_use_dashboard(args),
+        store_wait=_store_wait(args),
     )
     return _execute(plan, dashboard=_use_dashboard(args))
+
+
+def _store_wait(args: argparse.Namespace) -> float:
+    from .runner import STORE_WAIT
+
+    return STORE_WAIT if args.store_wait is None else float(args.store_wait)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -201,6 +261,9 @@ def _resume(args: argparse.Namespace) -> int:
         run_ref=args.run,
         retry_failed=args.retry_failed,
         keep_open=_use_dashboard(args),
+        wait=args.wait,
+        items_changed=args.items_changed,
+        store_wait=_store_wait(args),
     )
     return _execute(plan, dashboard=_use_dashboard(args))
 
@@ -208,33 +271,92 @@ def _resume(args: argparse.Namespace) -> int:
 def _execute(plan: Any, *, dashboard: bool) -> int:
     from .runner import Runner
 
-    runner = Runner(plan)
-    runner.start()
-    # The batch is validated as it is stored, before anything is sent: a bad file ends
-    # here with exit status 2, having stored and sent nothing.
-    if not runner.wait_ready(timeout=1.0):
-        print("abl-tui: storing the batch…", file=sys.stderr)
-        runner.wait_ready()
-    if runner.outcome.error is not None:
+    runner: Any = Runner(plan)
+    with _stop_on_signals(runner) as stop:
+        runner.start()
+        # The batch is validated as it is stored, before anything is sent: a bad file ends
+        # here with exit status 2, having stored and sent nothing.
+        _wait_ready(runner)
+        if runner.outcome.error is not None or stop.signal is not None:
+            runner.join()
+            return exit_status(runner, stop.signal)
+        if dashboard:
+            from .app import run_dashboard
+
+            runner = run_dashboard(runner, started=True)  # the runs screen may switch runs
+        else:
+            from .headless import run_headless
+
+            run_headless(runner)
         runner.join()
-        return exit_status(runner)
-    if dashboard:
-        from .app import run_dashboard
-
-        runner = run_dashboard(runner, started=True)  # the runs screen may switch runs
-    else:
-        from .headless import run_headless
-
-        run_headless(runner)
-    return exit_status(runner)
+    return exit_status(runner, stop.signal)
 
 
-def exit_status(runner: Any) -> int:
-    """The exit status a finished runner's outcome calls for."""
+def _wait_ready(runner: Any) -> None:
+    """Wait until the run is set up, saying on stderr what takes long (storing a big batch,
+    waiting for another process's run)."""
+    shown = ""
+    while not runner.wait_ready(timeout=0.5 if shown else 1.0):
+        phase = getattr(runner, "phase", "")
+        if phase and phase != shown:
+            print(f"abl-tui: {phase}…", file=sys.stderr, flush=True)
+            shown = phase
+
+
+class _Stop:
+    """SIGINT and SIGTERM stop the runner (whatever it is doing); a second one ends the
+    process at once (like SIGKILL, which loses nothing committed)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            os._exit(128 + signum)
+        self.signal = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        # os.write, not print: the handler may run in the middle of another write to stderr.
+        os.write(
+            2,
+            f"abl-tui: {name}: stopping; items under way are recorded as interrupted and "
+            "the run stays resumable (again to quit at once)\n".encode(),
+        )
+        self.runner.cancel()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(runner: Any) -> Iterator[_Stop]:
+    """Route SIGINT and SIGTERM to ``runner.cancel()`` while the run goes (main thread only)."""
+    stop = _Stop(runner)
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_status(runner: Any, received: int | None = None) -> int:
+    """The exit status a finished runner's outcome calls for (``received``: the signal that
+    stopped it, if one did)."""
     outcome = runner.outcome
+    if getattr(outcome, "busy", False):
+        print(f"abl-tui: error: {outcome.error}", file=sys.stderr)
+        return EXIT_BUSY
+    failure = getattr(outcome, "store_failure", None)
+    if failure is not None:
+        print(f"abl-tui: error: {failure}", file=sys.stderr)
+        print(f"abl-tui: once that is fixed: abl-tui resume {outcome.run_id}", file=sys.stderr)
+        return EXIT_STORE
     if outcome.error is not None:
         print(f"abl-tui: error: {outcome.error}", file=sys.stderr)
         return EXIT_USAGE if outcome.usage_error else EXIT_FAILED
+    if received is not None:
+        return 128 + received
     if outcome.interrupted or outcome.status == "interrupted":
         return EXIT_INTERRUPTED
     return EXIT_OK if outcome.failed == 0 else EXIT_FAILED

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 
-from .report import live_panel, status_line, summary_table
+from .report import live_panel, retry_hint, status_line, summary_table
 from .runner import Runner
 from .state import RunState
 
@@ -49,5 +52,18 @@ def run_headless(runner: Runner, console: Console | None = None) -> RunState:
     if outcome.error is None and runner.run_id:
         state.finished_at = time.time()
         console.print(summary_table(state, outcome.status))
+        hint = retry_hint(state, resume_command(runner.run_id, runner.plan.db_path))
+        if hint:
+            console.print(hint, highlight=False, markup=False, soft_wrap=True)
         console.print(f"run-id: {runner.run_id}", highlight=False)
     return state
+
+
+def resume_command(run_id: str, db_path: Path) -> str:
+    """``abl-tui resume RUN``, with ``--db`` unless the store is where it is looked for anyway
+    (``$ABL_DB``, else ``abl-runs.db`` here)."""
+    default = Path(os.environ.get("ABL_DB") or "abl-runs.db")
+    command = f"abl-tui resume {run_id}"
+    if Path(db_path).resolve() != default.resolve():
+        command += f" --db {shlex.quote(str(db_path))}"
+    return command

@@ -43,7 +43,7 @@ def live_panel(state: RunState, now: float | None = None) -> RenderableType:
         f"[green]ok {state.succeeded:,}[/]",
         f"[red]failed {state.failed:,}[/]",
         f"retries {state.retries:,}",
-        f"busy {state.in_flight}/{len(state.workers)}",
+        f"busy {state.busy_text()}",
     )
     totals = state.totals
     stats.add_row(
@@ -71,7 +71,9 @@ def status_line(state: RunState, now: float) -> str:
     totals = state.totals
     hit_rate = fmt.percent(totals.cache_hit_rate)
     return (
-        f"{state.done}/{state.total} done, {state.succeeded} ok, {state.failed} failed, "
+        f"{state.done}/{state.total} done ({fmt.percent(state.progress())}), "
+        f"elapsed {fmt.duration(state.elapsed(now))}, eta {fmt.duration(state.eta_seconds(now))}, "
+        f"{state.succeeded} ok, {state.failed} failed, "
         f"{fmt.rate(state.items_per_second(now))} items, {fmt.count(totals.input_tokens)} in / "
         f"{fmt.count(totals.output_tokens)} out tokens, cached {hit_rate}, "
         f"cost {fmt.cost(totals.cost if totals.cost_known else None)}, 429s {state.rate_limits}"
@@ -102,6 +104,25 @@ def summary_table(state: RunState, status: str, now: float | None = None) -> Tab
     for label, value in rows:
         table.add_row(label, value)
     return table
+
+
+#: Failed item ids the summary names (the rest are counted).
+FAILED_IDS_SHOWN = 10
+
+
+def retry_hint(state: RunState, command: str) -> str:
+    """The failed items (the first few ids) and the command that retries them; "" if none.
+
+    ``command`` is how to resume this run, e.g. ``abl-tui resume r-... --db runs.db``.
+    """
+    if not state.failed:
+        return ""
+    ids = list(state.failed_items)[:FAILED_IDS_SHOWN]
+    shown = ", ".join(ids)
+    more = state.failed - len(ids)
+    if more > 0:
+        shown += f" and {more:,} more"
+    return f"failed: {shown}\nretry them: {command} --retry-failed"
 
 
 _RUN_COLUMNS = (

@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -26,6 +27,12 @@ from async_batch_llm import LLMWorkItem, ParallelBatchProcessor, ProcessorConfig
 from async_batch_llm.core.config import RateLimitConfig
 from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
 from async_batch_llm.store import RunStore, StoreError
+from async_batch_llm.store.diagnose import describe_write_error
+from async_batch_llm.store.errors import StoreUnwritable
+from async_batch_llm.store.fingerprint import file_fingerprint, fingerprint_change
+from async_batch_llm.store.keeper import LeaseKeeper
+from async_batch_llm.store.lease import Lease, LeaseClaim, LeaseHeld, LeaseLost
+from async_batch_llm.store.writer import StoreObserver
 
 from .batchfile import BatchFileError, iter_items
 from .settings import RunSettings, build_strategy, settings_from_stored, stored_settings
@@ -35,6 +42,20 @@ logger = logging.getLogger(__name__)
 
 #: The key under which a run's stored settings keep its items file, for resuming an ingest.
 INGEST_FILE = "items_file"
+#: ... and that file's fingerprint (size, SHA-256), so a resume notices an edited file.
+INGEST_FINGERPRINT = "items_fingerprint"
+#: Seconds to wait for a store that refuses writes (disk full, locked) before stopping.
+STORE_WAIT = 30.0
+#: Seconds the last writes of a run being given up may wait for a lock.
+GIVE_UP_BUSY_TIMEOUT = 1.0
+
+
+def unsettled_limit(workers: int) -> int:
+    """Answers that may wait uncommitted before dispatch pauses (see StoreObserver): with
+    the calls under way, at most ``workers + workers // 2`` answers are ever paid and not
+    stored when the store stops taking writes."""
+    return max(1, workers // 2)
+
 
 #: Events the UI buffer holds at most; past it the oldest detail is dropped (counts are
 #: re-read from the engine's stats, so only worker and failure detail can be lost).
@@ -80,6 +101,9 @@ class RunPlan:
     run_ref: str | None = None
     retry_failed: bool = False
     keep_open: bool = False  # dashboard: stay alive after the run for retries by hand
+    wait: bool = False  # a run leased by another live process: wait for it (else refuse)
+    store_wait: float = STORE_WAIT  # see STORE_WAIT
+    items_changed: str = "refuse"  # resume of an edited items file: "refuse" or "ignore"
 
 
 @dataclass
@@ -94,6 +118,8 @@ class RunOutcome:
     interrupted: bool = False
     error: str | None = None
     usage_error: bool = False  # the error is the user's input (a bad store file, no such run)
+    busy: bool = False  # another live process runs it (or took it over from this one)
+    store_failure: str | None = None  # why the store took no more writes (run stopped)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,13 +135,24 @@ class Runner:
         self.initial: dict[str, Any] = {}
         self.ready = threading.Event()
         self.done = threading.Event()
+        #: What the runner is doing before the run is ready, in words (for a status line).
+        self.phase = "opening the run store"
+        #: Why dispatch waits for the store right now (None: it does not).
+        self.store_status: str | None = None
+        self.claim = LeaseClaim()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._store: RunStore | None = None
+        self._keeper: LeaseKeeper | None = None
         self._processor: ParallelBatchProcessor[Any, Any, Any] | None = None
+        self._writer: StoreObserver | None = None
         self._retry_requests: asyncio.Queue[list[str] | None] | None = None
         self._stopping = False
+        self._cancelled = False  # cancel() was called (maybe before the loop existed)
         self._paused = False
+        self._store_hold = False  # the store pushes back: dispatch waits
+        self._give_up: asyncio.TimerHandle | None = None
+        self._stop_reason: str | None = None  # the store failed or the lease was lost
         self._workers: int | None = None
         self._main_task: asyncio.Task[None] | None = None
         self._preload: asyncio.Future[Any] | None = None
@@ -161,18 +198,26 @@ class Runner:
         self._main_task = asyncio.current_task()
         self._retry_requests = asyncio.Queue()
         try:
+            if self._cancelled:  # interrupted before the loop was there to hear it
+                raise asyncio.CancelledError
             if self.settings is not None:
                 self._preload_provider(self.settings)
             self._new_store = not self.plan.db_path.exists()
             self._store = await RunStore.open(self.plan.db_path)
+            self._keeper = LeaseKeeper(self._store, self.claim, on_lost=self._lease_lost)
             await self._open_run()
             left = self.initial["total"] - self.initial["succeeded"] - self.initial["failed"]
             if self.plan.settings is None and self.settings is not None and left > 0:
                 self._preload_provider(self.settings)
+            self.phase = "running"
             self.ready.set()
             await self._run_rounds()
         except asyncio.CancelledError:
-            self.outcome.interrupted = True
+            self._stopped(None)
+        except StoreUnwritable as exc:
+            self._stopped(str(exc))
+        except LeaseHeld as exc:
+            self.outcome.error, self.outcome.busy = str(exc), True
         except (StoreError, BatchFileError) as exc:
             self.outcome.error = str(exc)
             self.outcome.usage_error = True
@@ -183,9 +228,22 @@ class Runner:
         finally:
             await self._close()
 
+    def _stopped(self, reason: str | None) -> None:
+        """The run was stopped before its end: by the user, or by ``reason`` (the store took
+        no more writes, or another process took the run over)."""
+        self.outcome.interrupted = True
+        reason = reason or self._stop_reason
+        if reason is None:
+            return
+        if self.outcome.busy:
+            self.outcome.error = reason
+        else:
+            self.outcome.store_failure = reason
+
     async def _finish_ingest(self, run: Any) -> None:
         """Store whatever a crash kept a never-started run from storing: the items after the
-        first ``run.total`` (ingest commits in input order), so doing it twice is harmless."""
+        first ``run.total`` (ingest commits in input order), so doing it twice is harmless.
+        The items file must be the one the run began with (its fingerprint says)."""
         assert self._store is not None
         items_file = Path(run.settings.get(INGEST_FILE, ""))
         if not items_file.is_file():
@@ -193,6 +251,15 @@ class Runner:
                 f"run {run.id} stopped before it started ({run.total} items stored) and its "
                 f"items file {items_file} is gone: run the batch again"
             )
+        recorded = run.settings.get(INGEST_FINGERPRINT)
+        change = await asyncio.to_thread(fingerprint_change, items_file, recorded)
+        if change is not None and self.plan.items_changed != "ignore":
+            raise StoreError(
+                f"the items file {items_file} changed since run {run.id} began storing it "
+                f"({change}); {run.total} of its items are stored. Run the batch again, or "
+                "resume with --items-changed=ignore to store the rest from the file as it is"
+            )
+        self.phase = "storing the rest of the batch"
         await self._store.ingest(run.id, itertools.islice(iter_items(items_file), run.total, None))
 
     def _preload_provider(self, settings: RunSettings) -> None:
@@ -207,33 +274,71 @@ class Runner:
         store, plan = self._store, self.plan
         assert store is not None
         if plan.run_ref is None:
-            assert plan.settings is not None and plan.items_path is not None
-            # Where the items come from and how many there are, so a run killed while its
-            # batch was being stored can finish storing it on resume.
-            settings = {
-                **stored_settings(plan.settings),
-                INGEST_FILE: str(plan.items_path.resolve()),
-            }
-            run_id = await store.create_run(
-                name=plan.settings.name, source=plan.source, settings=settings
-            )
-            try:
-                await store.ingest(run_id, iter_items(plan.items_path))
-            except BatchFileError:
-                await store.delete_run(run_id)  # a bad file costs nothing, not even a run
-                raise
+            run_id = await self._create_run()
         else:
-            run = await store.get_run(plan.run_ref)
-            run_id = run.id
-            self.settings = settings_from_stored(run.settings, name=run.name)
-            if run.status == "pending":  # never started: a crash may have cut its ingest short
-                await self._finish_ingest(run)
-            await store.mark_interrupted(run_id)  # close what a crash left under way
-            if plan.retry_failed:
-                await store.reset_for_retry(run_id, None)
+            run_id = await self._take_run(plan.run_ref)
         self.run_id = self.outcome.run_id = run_id
         run = await store.get_run(run_id)
         self.initial = stored_run(run, await store.failed_items(run_id, limit=5_000))
+
+    async def _create_run(self) -> str:
+        """A new run, leased to this runner as it is created, with its batch stored."""
+        store, plan, keeper = self._store, self.plan, self._keeper
+        assert store is not None and keeper is not None
+        assert plan.settings is not None and plan.items_path is not None
+        self.phase = "reading the batch"
+        fingerprint = await asyncio.to_thread(file_fingerprint, plan.items_path)
+        # Where the items come from and how many there are, so a run killed while its
+        # batch was being stored can finish storing it on resume (from the same file).
+        settings = {
+            **stored_settings(plan.settings),
+            INGEST_FILE: str(plan.items_path.resolve()),
+            INGEST_FINGERPRINT: fingerprint,
+        }
+        run_id = await store.create_run(
+            name=plan.settings.name, source=plan.source, settings=settings, lease=self.claim
+        )
+        keeper.adopt(run_id)
+        self.phase = "storing the batch"
+        try:
+            await store.ingest(run_id, iter_items(plan.items_path))
+        except BatchFileError:
+            await store.delete_run(run_id)  # a bad file costs nothing, not even a run
+            keeper.run_id = None  # its lease went with it
+            raise
+        return run_id
+
+    async def _take_run(self, run_ref: str) -> str:
+        """Lease a stored run (waiting for its owner with ``wait``) and make it resumable."""
+        store, keeper = self._store, self._keeper
+        assert store is not None and keeper is not None
+        run = await store.get_run(run_ref)
+        await keeper.acquire(run.id, wait=self.plan.wait, on_wait=self._waiting)
+        run = await store.get_run(run.id)  # as its last owner left it
+        self.settings = settings_from_stored(run.settings, name=run.name)
+        if run.status == "pending":  # never started: a crash may have cut its ingest short
+            await self._finish_ingest(run)
+        self.phase = "opening the run"
+        await store.mark_interrupted(run.id)  # close what a crash left under way
+        if self.plan.retry_failed:
+            await store.reset_for_retry(run.id, None)
+        return run.id
+
+    def _waiting(self, holder: Lease) -> None:
+        self.phase = f"waiting for run {holder.run_id}: it is run by {holder.describe()}"
+
+    def _lease_lost(self, lost: LeaseLost) -> None:
+        """Another process took the run over: stop at once, recording nothing more."""
+        self.outcome.busy = True
+        self._stop_now(str(lost))
+
+    def _stop_now(self, reason: str) -> None:
+        """Stop the run (in the loop) because of ``reason``; the run stays resumable."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._stopping = True
+        if self._main_task is not None:
+            self._main_task.cancel()
 
     async def _run_rounds(self) -> None:
         store = self._store
@@ -282,11 +387,10 @@ class Runner:
         store, settings = self._store, self.settings
         assert store is not None and settings is not None and self.run_id is not None
         strategy = build_strategy(settings)
-        writer = store.observer(self.run_id)
+        writer = self._open_writer(settings)
         processor = self._make_processor([writer, self.buffer])
         self._processor = processor
-        if self._paused:
-            processor.pause()
+        self._apply_pause()
         await store.set_run_status(self.run_id, "running")
         await processor.start(collect_results=False)
         try:
@@ -300,9 +404,96 @@ class Runner:
         finally:
             # Stop the workers first, so the writer's last flush holds every result made.
             await processor.shutdown()
-            await writer.close()
             self._processor = None
+            await self._close_writer(writer)
         await self._settle_status()
+
+    def _open_writer(self, settings: RunSettings) -> StoreObserver:
+        """The run's writer, fenced by this runner's lease; one that pushes back on dispatch
+        unless it is a dry run (nothing is paid, nothing to protect)."""
+        assert self._store is not None and self.run_id is not None
+        workers = self._workers or settings.workers
+        writer = self._store.observer(
+            self.run_id,
+            owner=self.claim.owner,
+            max_unsettled=None if settings.dry_run else unsettled_limit(workers),
+        )
+        writer.on_pressure = self._on_pressure
+        self._writer = writer
+        return writer
+
+    async def _close_writer(self, writer: StoreObserver) -> None:
+        """Commit what the writer holds, waiting up to ``store_wait`` seconds for a store that
+        refuses; past that (or once the run is given up) raise :class:`StoreUnwritable`."""
+        self._writer = None
+        self._cancel_give_up()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (0.0 if self._stop_reason else self.plan.store_wait)
+        while self._stop_reason is None and not isinstance(writer.error, LeaseLost):
+            try:
+                await writer.flush()
+                break
+            except StoreError:
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(writer.flush_interval)
+        try:
+            await writer.close(busy_timeout=None if writer.error is None else GIVE_UP_BUSY_TIMEOUT)
+        except StoreError:
+            reason = self._stop_reason or self._describe(writer.error)
+            raise StoreUnwritable(reason) from None
+
+    def _describe(self, error: BaseException | None) -> str:
+        return describe_write_error(error, self.plan.db_path)
+
+    # ------------------------------------------------------------------ back-pressure
+
+    def _on_pressure(self, blocked: bool) -> None:
+        """The writer asks dispatch to wait (answers pile up uncommitted, or commits fail)
+        or lets it go on; a store that refuses for ``store_wait`` seconds stops the run."""
+        writer = self._writer
+        self._store_hold = blocked
+        self._apply_pause()
+        if not blocked:
+            self.store_status = None
+            self._cancel_give_up()
+            return
+        error = writer.error if writer is not None else None
+        if error is not None:
+            self.store_status = self._describe(error)
+            logger.warning("dispatch waits: %s", self.store_status)
+        if isinstance(error, LeaseLost):
+            self.outcome.busy = True
+            self._stop_now(str(error))
+        elif self._give_up is None:
+            loop = asyncio.get_running_loop()
+            self._give_up = loop.call_later(self.plan.store_wait, self._store_gave_out)
+
+    def _store_gave_out(self) -> None:
+        self._give_up = None
+        writer = self._writer
+        if writer is None or not writer.blocked:
+            return
+        reason = self._describe(writer.error)
+        self._stop_now(
+            f"{reason}; {writer.unsettled} answers could not be stored and will be sent "
+            "again on resume"
+        )
+
+    def _cancel_give_up(self) -> None:
+        if self._give_up is not None:
+            self._give_up.cancel()
+            self._give_up = None
+
+    def _apply_pause(self) -> None:
+        """Pause the processor while the user or the store wants it paused."""
+        processor = self._processor
+        if processor is None:
+            return
+        if self._paused or self._store_hold:
+            processor.pause()
+        elif processor.paused:
+            processor.resume()
 
     async def _serve_retries_until_done(self, processor: Any, strategy: Any) -> None:
         """While items are still under way, retries asked for join this round."""
@@ -343,24 +534,43 @@ class Runner:
         if store is None:
             return
         if self._bad_input and self._new_store:
+            if self._keeper is not None:
+                await self._keeper.release()
             await store.close()
             self._remove_store_files()  # a bad file costs nothing, not even a store file
             return
         try:
-            if self.outcome.interrupted and self.run_id is not None:
-                processor = self._processor
-                if processor is not None:
-                    await processor.cancel()
-                await store.mark_interrupted(self.run_id)
-                run = await store.get_run(self.run_id)
-                self.outcome.status = "interrupted"
-                self.outcome.succeeded, self.outcome.failed, self.outcome.total = (
-                    run.succeeded,
-                    run.failed,
-                    run.total,
-                )
+            if self.outcome.interrupted:
+                await self._record_interruption(store)
         finally:
+            if self._keeper is not None:
+                await self._keeper.release()
             await store.close()
+
+    async def _record_interruption(self, store: RunStore) -> None:
+        """Items under way become interrupted and the run resumable (with the reason when
+        the store stopped it). Not while its batch was being stored (it stays pending, and
+        resume stores the rest), nor once another process has taken the run over."""
+        processor = self._processor
+        if processor is not None:
+            await processor.cancel()
+        if self.run_id is None or self.outcome.busy:
+            return
+        if self.outcome.store_failure is not None:
+            await store.set_busy_timeout(GIVE_UP_BUSY_TIMEOUT)
+        try:
+            await store.mark_interrupted(self.run_id, note=self.outcome.store_failure)
+            run = await store.get_run(self.run_id)
+        except (StoreError, sqlite3.Error) as exc:  # the next resume records it
+            logger.warning("could not record the interruption of run %s: %s", self.run_id, exc)
+            self.outcome.status = "interrupted"
+            return
+        self.outcome.status = "interrupted"
+        self.outcome.succeeded, self.outcome.failed, self.outcome.total = (
+            run.succeeded,
+            run.failed,
+            run.total,
+        )
 
     def _remove_store_files(self) -> None:
         path = self.plan.db_path
@@ -406,12 +616,12 @@ class Runner:
     def pause(self) -> None:
         """Start no new attempts until :meth:`resume`."""
         self._paused = True
-        self._call(lambda: self._processor.pause() if self._processor else None)
+        self._call(self._apply_pause)
 
     def resume(self) -> None:
-        """Start attempts again."""
+        """Start attempts again (unless the store holds dispatch back)."""
         self._paused = False
-        self._call(lambda: self._processor.resume() if self._processor else None)
+        self._call(self._apply_pause)
 
     @property
     def paused(self) -> bool:
@@ -429,14 +639,16 @@ class Runner:
         self._call(lambda: self._retry_requests.put_nowait(None) if self._retry_requests else None)
 
     def cancel(self) -> None:
-        """Interrupt now: items under way are recorded as interrupted; the run stays resumable."""
+        """Interrupt now, whatever the phase (storing the batch too): items under way are
+        recorded as interrupted; the run stays resumable."""
         self._stopping = True
+        self._cancelled = True
         self._call(lambda: self._main_task.cancel() if self._main_task else None)
 
     def fetch_item(self, item_id: str) -> concurrent.futures.Future[Any]:
         """An item's stored detail (prompt, output, error, attempt history), read in the engine
         loop; the future's result is the store's item record, or None."""
-        return self._read(lambda store: store.item(self.run_id, item_id))
+        return self._read(lambda store: store.item(self.run_id or "", item_id))
 
     def fetch_runs(self) -> concurrent.futures.Future[Any]:
         """Every run in the store (summaries), newest first."""

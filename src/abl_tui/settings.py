@@ -14,14 +14,18 @@ from .batchfile import BatchSpec
 
 RunSettings = BatchSpec
 
-#: Environment variables litellm reads keys from, by model-name prefix.
+#: Environment variables the providers' SDKs (and litellm) read keys from, by model prefix.
 _KEY_VARIABLES = {
-    "openai": "OPENAI_API_KEY",
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "mistral": "MISTRAL_API_KEY",
-    "groq": "GROQ_API_KEY",
-    "deepseek": "DEEPSEEK_API_KEY",
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY",),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY", "OR_API_KEY"),
+    "together_ai": ("TOGETHER_API_KEY", "TOGETHERAI_API_KEY", "TOGETHER_AI_API_KEY"),
+    "fireworks_ai": ("FIREWORKS_API_KEY", "FIREWORKS_AI_API_KEY", "FIREWORKSAI_API_KEY"),
+    "hosted_vllm": ("HOSTED_VLLM_API_KEY",),
 }
 
 
@@ -47,14 +51,16 @@ def local_api_key(model: str, api_base: str | None) -> str | None:
     """
     if api_base is None:
         return None
-    variable = _KEY_VARIABLES.get(model.split("/", 1)[0])
-    if variable and os.environ.get(variable):
+    variables = _KEY_VARIABLES.get(model.split("/", 1)[0], ())
+    if any(os.environ.get(name) for name in variables):
         return None
     return "no-key-needed"
 
 
 def build_strategy(settings: BatchSpec) -> Any:
-    """The LiteLLM strategy the settings describe (litellm itself loads on the first call)."""
+    """The strategy the settings describe: native HTTP or litellm (``transport``, default
+    ``auto``: native for the providers that have it). Neither transport is loaded here;
+    an ``api_base`` that is not an http(s) URL raises ``ValueError``."""
     from async_batch_llm.providers.litellm import LiteLLMStrategy
 
     options: dict[str, Any] = dict(settings.completion_options)
@@ -69,5 +75,6 @@ def build_strategy(settings: BatchSpec) -> Any:
         api_base=settings.api_base,
         api_key=local_api_key(settings.model, settings.api_base),
         system_prompt=settings.system_prompt,
+        transport=getattr(settings, "transport", None) or "auto",
         **options,
     )

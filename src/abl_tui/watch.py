@@ -9,6 +9,7 @@ from the items under way, and rates from what changed between two polls.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,8 +188,26 @@ class WatchApp(DashboardApp):
         return await self.source.runs()
 
 
+async def _probe(source: StoreSource) -> str | None:
+    """Open and close the source once: None if it can be followed, else what is wrong."""
+    try:
+        await source.open()
+    except Exception as exc:  # no such file or run, not a store
+        return str(exc)
+    finally:
+        await source.close()
+    return None
+
+
 def run_watch(db_path: Path, run_ref: str) -> int:
-    """Follow a run another process writes, until the user quits; returns the exit status."""
+    """Follow a run another process writes, until the user quits; returns the exit status.
+
+    A store or run that cannot be read is said before the terminal is taken over, so the
+    message is not preceded by the screen's control codes."""
+    problem = asyncio.run(_probe(StoreSource(Path(db_path), run_ref)))
+    if problem is not None:
+        print(f"abl-tui: error: {problem}", file=sys.stderr)
+        return 2
     app = WatchApp(StoreSource(Path(db_path), run_ref))
     app.run()
     return app.return_code or 0

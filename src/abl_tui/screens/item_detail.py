@@ -1,4 +1,9 @@
-"""One item's story: prompt, output, error and attempt history, read from the store."""
+"""One item's story: error, prompt, context, output and attempt history, read from the store.
+
+The error comes first for a failed item (it is why the item was opened). After a retry
+from here the screen follows the item's new attempts and reads it again once it has a new
+outcome; ``[`` and ``]`` step through the items of the dashboard's table.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ class ItemView:
     item_id: str
     status: str = "unknown"
     prompt: str = ""
+    context: str = ""
     output: str = ""
     error: str = ""
     error_category: str = ""
@@ -71,6 +77,7 @@ class ItemView:
             item_id=item_id,
             status=str(get(record, "status", "unknown") or "unknown"),
             prompt=_text(get(record, "prompt", "")),
+            context=_text(get(record, "context", None)),
             output=_text(get(record, "output", "")),
             error=str(get(record, "error", "") or ""),
             error_category=str(get(record, "error_category", "") or ""),
@@ -91,6 +98,20 @@ def _text(value: Any) -> str:
         return str(value)
 
 
+def calls_text(view: ItemView) -> str:
+    """``3 calls: 2 tries + 1 rate-limited (429s do not use up max_attempts)``."""
+    calls = max(view.attempts, len(view.history))
+    limited = sum(1 for attempt in view.history if attempt.outcome == "rate_limited")
+    text = f"{calls} call{'s' if calls != 1 else ''}"
+    if limited:
+        tries = calls - limited
+        text += (
+            f": {tries} tr{'ies' if tries != 1 else 'y'} + {limited} rate-limited "
+            "(429s do not use up max_attempts)"
+        )
+    return text
+
+
 def _took(seconds: float | None) -> str:
     """An attempt's duration: ``0.25s`` under ten seconds, else ``1m 05s``."""
     if seconds is not None and 0 <= seconds < 10:
@@ -104,7 +125,14 @@ class ItemDetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Back", id="abl.detail.back"),
         Binding("r", "retry", "Retry", id="abl.detail.retry"),
+        Binding("left_square_bracket", "step(-1)", "Prev", key_display="[", id="abl.detail.prev"),
+        Binding("right_square_bracket", "step(1)", "Next", key_display="]", id="abl.detail.next"),
+        Binding("y", "copy('error')", "Copy error", id="abl.detail.copy"),
+        Binding("Y", "copy('prompt')", "Copy prompt", show=False, id="abl.detail.copy_prompt"),
     ]
+
+    #: Seconds between two looks at a retried item's progress.
+    FOLLOW_SECONDS = 0.5
 
     def __init__(self, item_id: str, *, read_only: bool = False) -> None:
         super().__init__()
@@ -112,6 +140,7 @@ class ItemDetailScreen(Screen[None]):
         self.read_only = read_only
         self.view: ItemView | None = None
         self._sent = False
+        self._followed: str | None = None  # the retry state last shown
 
     @property
     def control(self) -> DashboardApp:
@@ -121,12 +150,14 @@ class ItemDetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(Text(f"item {self.item_id}  loading…"), id="detail-title")
         with VerticalScroll(id="detail-body"):
+            yield Static("Error", classes="detail-heading", id="error-heading")
+            yield Static(id="detail-error", classes="detail-text", markup=False)
             yield Static("Prompt", classes="detail-heading")
             yield Static(id="detail-prompt", classes="detail-text", markup=False)
+            yield Static("Context", classes="detail-heading")
+            yield Static(id="detail-context", classes="detail-text", markup=False)
             yield Static("Output", classes="detail-heading")
             yield Static(id="detail-output", classes="detail-text", markup=False)
-            yield Static("Error", classes="detail-heading")
-            yield Static(id="detail-error", classes="detail-text", markup=False)
             yield Static("Attempts", classes="detail-heading")
             yield DataTable(id="detail-attempts", cursor_type="none", zebra_stripes=True)
         with Horizontal(id="detail-buttons"):
@@ -147,6 +178,21 @@ class ItemDetailScreen(Screen[None]):
         )
         self._set_retry_enabled()
         self.load()
+        if not self.read_only:
+            self.set_interval(self.FOLLOW_SECONDS, self.follow)
+
+    def follow(self) -> None:
+        """After a retry: show its progress, and read the item again once it has an outcome."""
+        state = self.control.retry_state(self.item_id) if self._sent else None
+        if state is None or state == self._followed:
+            return
+        self._followed = state
+        if state in ("ok", "failed"):
+            self._sent = False
+            self.load()
+        elif self.view is not None:
+            self.view.status = f"retry {state}"
+            self._show_title(self.view)
 
     @work(exclusive=True, group="item-detail")
     async def load(self) -> None:
@@ -168,20 +214,13 @@ class ItemDetailScreen(Screen[None]):
     def show(self, view: ItemView) -> None:
         """Fill the screen from a loaded item."""
         self.view = view
-        title = Text.assemble(
-            ("item ", "dim"),
-            (view.item_id, "bold"),
-            ("  ·  ", "dim"),
-            (view.status, "bold"),
-            ("  ·  ", "dim"),
-            f"{view.attempts} attempt{'s' if view.attempts != 1 else ''}",
-            no_wrap=True,
-            overflow="ellipsis",
-        )
-        if view.error_category:
-            title.append(f"  ·  {view.error_category}", "dim")
-        self.query_one("#detail-title", Static).update(title)
+        self._show_title(view)
+        failed = bool(view.error)
+        # the error first when there is one (that is why the item was opened); else last
+        self.query_one("#error-heading").display = failed
+        self.query_one("#detail-error").display = failed
         self.query_one("#detail-prompt", Static).update(view.prompt or "—")
+        self.query_one("#detail-context", Static).update(view.context or "—")
         self.query_one("#detail-output", Static).update(view.output or "—")
         self.query_one("#detail-error", Static).update(view.error or "—")
         table = self.query_one("#detail-attempts", DataTable)
@@ -195,6 +234,21 @@ class ItemDetailScreen(Screen[None]):
                 Text(attempt.error.replace("\n", " "), no_wrap=True, overflow="ellipsis"),
             )
         self._set_retry_enabled()
+
+    def _show_title(self, view: ItemView) -> None:
+        title = Text.assemble(
+            ("item ", "dim"),
+            (view.item_id, "bold"),
+            ("  ·  ", "dim"),
+            (view.status, "bold"),
+            ("  ·  ", "dim"),
+            calls_text(view),
+            no_wrap=True,
+            overflow="ellipsis",
+        )
+        if view.error_category:
+            title.append(f"  ·  {view.error_category}", "dim")
+        self.query_one("#detail-title", Static).update(title)
 
     def can_retry(self) -> bool:
         """True when this item's last outcome is a failure and it was not just sent again."""
@@ -210,18 +264,53 @@ class ItemDetailScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Retry only when it makes sense (hidden in watch mode)."""
         if action == "retry":
-            return False if self.read_only else (True if self.can_retry() else None)
+            if self.read_only:
+                return False
+            return True if self.can_retry() or self._sent else None
         return True
+
+    def action_step(self, step: int) -> None:
+        """Show the previous (-1) or next (1) item of the dashboard's table."""
+        other = self.control.neighbour_item(self.item_id, step)
+        if other is None:
+            self.notify("no more items that way", timeout=2)
+            return
+        self.item_id = other
+        self.view = None
+        self._sent = False
+        self._followed = None
+        self.query_one("#detail-title", Static).update(Text(f"item {other}  loading…"))
+        self._set_retry_enabled()
+        self.load()
+
+    def action_copy(self, what: str) -> None:
+        """Copy the error (the output when there is no error) or the prompt."""
+        view = self.view
+        if view is None:
+            return
+        if what == "prompt":
+            self.control.copy_text(view.prompt, f"{view.item_id}'s prompt")
+        elif view.error:
+            self.control.copy_text(view.error, f"{view.item_id}'s error")
+        else:
+            self.control.copy_text(view.output, f"{view.item_id}'s output")
 
     def action_close(self) -> None:
         """Back to the dashboard."""
         self.dismiss()
 
     def action_retry(self) -> None:
-        """Send this item again."""
+        """Send this item again (said, not silently ignored, when it was sent already)."""
+        if self._sent:
+            self.notify(f"{self.item_id} was sent again already: its outcome shows here", timeout=3)
+            return
         if self.can_retry():
             self.control.retry_item(self.item_id)
             self._sent = True
+            self._followed = None
+            if self.view is not None:
+                self.view.status = "retry queued"
+                self._show_title(self.view)
             self._set_retry_enabled()
 
     @on(Button.Pressed, "#detail-retry")

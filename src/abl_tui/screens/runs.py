@@ -1,7 +1,11 @@
-"""Past runs in the store: pick one to resume it, or to send its failed items again."""
+"""Past runs in the store: pick one to resume it, or to send its failed items again.
+
+The list reads the store again every few seconds by itself (the cursor stays on its run).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,10 +30,25 @@ _COLUMNS = (
     ("status", "status", 11),
     ("done", "done", 13),
     ("failed", "failed", 7),
-    ("name", "name", 18),
+    ("took", "took", 7),
+    ("tokens", "tokens", 7),
     ("cost", "cost", 9),
+    ("name", "name", 18),
     ("started", "started", 19),
 )
+#: Seconds between two reads of the runs list while the screen is shown.
+RELOAD_SECONDS = 3.0
+
+
+def run_duration(run: Any) -> float | None:
+    """How long a run has gone: to its end, or to now while it runs (None if never started)."""
+    started, finished = getattr(run, "started_at", None), getattr(run, "finished_at", None)
+    if not isinstance(started, int | float):
+        return None
+    end = finished if isinstance(finished, int | float) else None
+    if end is None:
+        end = time.time() if getattr(run, "status", "") == "running" else None
+    return end - started if end is not None else None
 
 
 class RunsScreen(Screen[None]):
@@ -40,6 +59,10 @@ class RunsScreen(Screen[None]):
         Binding("o", "resume", "Resume", id="abl.runs.resume"),
         Binding("f", "retry_failed", "Retry failed", id="abl.runs.retry_failed"),
         Binding("ctrl+r", "reload", "Reload", id="abl.runs.reload"),
+        Binding("j", "move('cursor_down')", show=False, id="abl.runs.down"),
+        Binding("k", "move('cursor_up')", show=False, id="abl.runs.up"),
+        Binding("g", "move('scroll_top')", show=False, id="abl.runs.first"),
+        Binding("G", "move('scroll_bottom')", show=False, id="abl.runs.last"),
     ]
 
     def __init__(self, current_run_id: str | None = None) -> None:
@@ -67,6 +90,7 @@ class RunsScreen(Screen[None]):
             table.add_column(label, key=key, width=width)
         table.focus()
         self.load()
+        self.set_interval(RELOAD_SECONDS, self.load)
 
     @work(exclusive=True, group="runs")
     async def load(self) -> None:
@@ -81,6 +105,7 @@ class RunsScreen(Screen[None]):
     def show(self, runs: list[Any]) -> None:
         """Fill the table from run summaries (newest first)."""
         table = self.query_one(DataTable)
+        keep = self.selected
         table.clear()
         self.runs = {}
         for run in runs:
@@ -92,11 +117,15 @@ class RunsScreen(Screen[None]):
                 row["status"],
                 f"{row['succeeded'] + row['failed']:,}/{row['total']:,}",
                 f"{row['failed']:,}",
-                Text(row["name"] or "", no_wrap=True, overflow="ellipsis"),
+                fmt.duration(run_duration(run)),
+                fmt.count(row["tokens"]),
                 fmt.cost(row["cost"]),
+                Text(row["name"] or "", no_wrap=True, overflow="ellipsis"),
                 row["started"] or "",
                 key=row["id"],
             )
+        if keep is not None and keep["id"] in self.runs:
+            table.move_cursor(row=table.get_row_index(keep["id"]), animate=False)
         self.query_one("#runs-title", Static).update(
             Text.assemble(("Runs ", "bold"), (f"{len(self.runs)} in the store", "dim"))
         )
@@ -139,6 +168,10 @@ class RunsScreen(Screen[None]):
             if action == "retry_failed":
                 return run["failed"] > 0 or None
         return True
+
+    async def action_move(self, where: str) -> None:
+        """Vim-style moves on the runs table (j, k, g, G)."""
+        await self.query_one(DataTable).run_action(where)
 
     def action_close(self) -> None:
         """Back to the dashboard."""
