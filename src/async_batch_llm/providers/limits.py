@@ -133,15 +133,15 @@ def parse_rate_limits(headers: Mapping[str, Any] | None) -> ProviderLimits | Non
         return None
     get = headers.get
     if (
+        get("anthropic-ratelimit-requests-remaining") is not None
+        or get("anthropic-ratelimit-tokens-remaining") is not None
+        or get("anthropic-ratelimit-input-tokens-remaining") is not None
+    ):
+        return _anthropic_limits(headers)  # before x-ratelimit-*: litellm adds those too
+    if (
         get("x-ratelimit-remaining-requests") is not None
         or get("x-ratelimit-limit-requests") is not None
         or get("x-ratelimit-remaining-tokens") is not None
     ):
         return _openai_limits(headers)
-    if (
-        get("anthropic-ratelimit-requests-remaining") is not None
-        or get("anthropic-ratelimit-tokens-remaining") is not None
-        or get("anthropic-ratelimit-input-tokens-remaining") is not None
-    ):
-        return _anthropic_limits(headers)
     return None

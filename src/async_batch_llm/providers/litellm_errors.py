@@ -12,7 +12,7 @@ litellm if litellm is already in ``sys.modules``. The native transport's excepti
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -122,50 +122,72 @@ def _is(exc: BaseException, module: ModuleType | None, *names: str) -> bool:
     return False
 
 
+def _bad_request(exc: Exception) -> ErrorInfo:
+    """litellm maps every Anthropic 4xx it does not know (409...) to BadRequestError."""
+    status = http_status(exc)
+    if status is not None and status != 400 and status in _STATUS_INFO:
+        return _STATUS_INFO[status]
+    return _fatal("bad_request")
+
+
+# litellm wraps a reply it could not take apart (no content, not JSON) as APIConnectionError.
+_UNPARSED_REPLY_WORDS = (
+    "traceback (most recent call last)",
+    "unable to get json response",
+    "expecting value",
+)
+
+
+def _connection_error(exc: Exception) -> ErrorInfo:
+    text = str(exc).lower()
+    if any(word in text for word in _UNPARSED_REPLY_WORDS):
+        return _retry("malformed_response")
+    return _retry("connection_error")
+
+
+def _by_status(exc: Exception) -> ErrorInfo | None:
+    """A generic SDK ``APIError``: by the HTTP status it carries."""
+    status = http_status(exc)
+    if status == 429:
+        return _rate_limit(exc)
+    if status is None:
+        return None
+    return _STATUS_INFO.get(status) or (
+        _fatal("bad_request") if status < 500 else _retry("server_error")
+    )
+
+
+# (litellm class names, openai class names, classification), most specific first.
+# litellm.Timeout is an openai APITimeoutError (an openai APIConnectionError): before it.
+_SDK_KINDS: tuple[tuple[tuple[str, ...], tuple[str, ...], Callable[[Exception], Any]], ...] = (
+    *(((name,), (), lambda _e, c=category: _fatal(c)) for name, category in _BAD_REQUEST_KINDS),
+    (("BadRequestError",), ("BadRequestError", "UnprocessableEntityError"), _bad_request),
+    (
+        ("AuthenticationError", "PermissionDeniedError"),
+        ("AuthenticationError", "PermissionDeniedError"),
+        lambda _e: _fatal("auth"),
+    ),
+    (("NotFoundError",), ("NotFoundError",), lambda _e: _fatal("not_found")),
+    (("RateLimitError",), ("RateLimitError",), lambda e: _rate_limit(e)),
+    (("Timeout",), ("APITimeoutError",), lambda _e: _retry("timeout", timeout=True)),
+    (("APIConnectionError",), ("APIConnectionError",), lambda e: _connection_error(e)),
+    (("ServiceUnavailableError",), (), lambda _e: _retry("overloaded")),
+    (("BadGatewayError",), (), lambda _e: _retry("server_error")),
+    (("InternalServerError",), ("InternalServerError",), lambda e: _internal_server_error(e)),
+    (("APIResponseValidationError",), ("APIResponseValidationError",), lambda _e: _VALIDATION),
+    (("BudgetExceededError",), (), lambda _e: _fatal("budget_exceeded")),
+    (("APIError",), ("APIError",), _by_status),
+)
+
+
 def _classify_sdk(
     exc: Exception, litellm: ModuleType | None, openai: ModuleType | None
 ) -> ErrorInfo | None:
     """Classify by litellm/openai exception type; None when the exception is neither's."""
-    for name, category in _BAD_REQUEST_KINDS:
-        if _is(exc, litellm, name):
-            return _fatal(category)
-    if _is(exc, litellm, "BadRequestError") or _is(
-        exc, openai, "BadRequestError", "UnprocessableEntityError"
-    ):
-        return _fatal("bad_request")
-    if _is(exc, litellm, "AuthenticationError", "PermissionDeniedError") or _is(
-        exc, openai, "AuthenticationError", "PermissionDeniedError"
-    ):
-        return _fatal("auth")
-    if _is(exc, litellm, "NotFoundError") or _is(exc, openai, "NotFoundError"):
-        return _fatal("not_found")
-    if _is(exc, litellm, "RateLimitError") or _is(exc, openai, "RateLimitError"):
-        return _rate_limit(exc)
-    # litellm.Timeout is an openai APITimeoutError (an openai APIConnectionError): first.
-    if _is(exc, litellm, "Timeout") or _is(exc, openai, "APITimeoutError"):
-        return _retry("timeout", timeout=True)
-    if _is(exc, litellm, "APIConnectionError") or _is(exc, openai, "APIConnectionError"):
-        return _retry("connection_error")
-    if _is(exc, litellm, "ServiceUnavailableError"):
-        return _retry("overloaded")
-    if _is(exc, litellm, "BadGatewayError"):
-        return _retry("server_error")
-    if _is(exc, litellm, "InternalServerError") or _is(exc, openai, "InternalServerError"):
-        return _internal_server_error(exc)
-    if _is(exc, litellm, "APIResponseValidationError") or _is(
-        exc, openai, "APIResponseValidationError"
-    ):
-        return _VALIDATION
-    if _is(exc, litellm, "BudgetExceededError"):
-        return _fatal("budget_exceeded")
-    if _is(exc, litellm, "APIError") or _is(exc, openai, "APIError"):
-        status = http_status(exc)
-        if status == 429:
-            return _rate_limit(exc)
-        if status is not None:
-            return _STATUS_INFO.get(status) or (
-                _fatal("bad_request") if status < 500 else _retry("server_error")
-            )
+    for litellm_names, openai_names, classification in _SDK_KINDS:
+        if _is(exc, litellm, *litellm_names) or _is(exc, openai, *openai_names):
+            info: ErrorInfo | None = classification(exc)
+            return info
     return None
 
 
@@ -211,13 +233,25 @@ def _native_status(exc: ProviderStatusError) -> ErrorInfo:
 def _internal_server_error(exc: Exception) -> ErrorInfo:
     """A 500 from litellm may really be a non-JSON body, a dropped connection or a missing key."""
     text = str(exc).lower()
-    if "expecting value" in text or "jsondecodeerror" in text or "json decode" in text:
+    if any(word in text for word in _MALFORMED_WORDS):
         return _retry("malformed_response")
     if "missing credentials" in text or "api_key client option must be set" in text:
         return _fatal("auth")
-    if "connection error" in text or "connection refused" in text:
+    if any(word in text for word in _CONNECTION_WORDS):
         return _retry("connection_error")
+    if http_status(exc) == 529 or "overloaded_error" in text:
+        return _retry("overloaded")
     return _retry("server_error")
+
+
+_MALFORMED_WORDS = ("expecting value", "jsondecodeerror", "json decode", "no 'choices'")
+_CONNECTION_WORDS = (
+    "connection error",
+    "connection refused",
+    "server disconnected",
+    "cannot connect to host",
+    "connect call failed",
+)
 
 
 def _rate_limit(exc: Exception) -> ErrorInfo:

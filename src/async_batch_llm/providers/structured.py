@@ -65,7 +65,7 @@ def _billed(usage: Any, cost: float | None) -> dict[str, Any]:
 def validation_message(model: type[pydantic.BaseModel], exc: pydantic.ValidationError) -> str:
     """A short description of why a reply did not validate (no reply text: it may be long)."""
     errors = exc.errors(include_url=False, include_input=False)
-    first = errors[0] if errors else {}
+    first: Any = errors[0] if errors else {}
     where = ".".join(str(part) for part in first.get("loc", ())) or "reply"
     return (
         f"the reply does not match {model.__name__}: {len(errors)} validation error(s), "
@@ -88,7 +88,7 @@ def validated_model(
 def validated_json(text: str, schema: dict[str, Any], usage: Any, cost: float | None) -> Any:
     """The reply parsed as JSON and checked against ``schema`` (jsonschema, litellm's own
     dependency); a reply that does not fit is a retryable, billed validation failure."""
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     try:
         value = json.loads(text)

@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import formatdate
 from typing import Any
 
 _DIRECTIVE_RE = re.compile(r"\[\[sim:([^\]]*)\]\]")
@@ -59,6 +60,10 @@ class Directive:
     count: int | None
     seconds: float | None = None
     retry_after: float | None = None
+    retry_form: str = "both"
+    """How the wait is written: ``both`` (Retry-After and retry-after-ms), ``seconds``,
+    ``date`` (an HTTP date), ``ms`` (retry-after-ms only) or ``reset`` (only
+    ``x-ratelimit-remaining-requests: 0`` and ``x-ratelimit-reset-requests`` as ``1m20s``)."""
 
 
 @dataclass(slots=True)
@@ -166,16 +171,28 @@ def parse_directive(body: str) -> Directive:
         if directive.kind.startswith("slow="):
             directive.kind, directive.seconds = "slow", float(directive.kind[5:])
         for option in options:
-            key, _, value = option.partition("=")
-            if key.strip() != "retry_after":
-                raise ValueError(f"unknown option {key!r}")
-            directive.retry_after = float(value)
+            _apply_option(directive, option)
     except ValueError as exc:
         raise InvalidRequest(f"bad simulator directive [[sim:{body}]]: {exc}") from None
     is_status = directive.kind.isdigit() and 400 <= int(directive.kind) <= 599
     if not is_status and directive.kind not in _NAMED_KINDS:
         raise InvalidRequest(f"unknown simulator directive [[sim:{body}]]")
     return directive
+
+
+RETRY_FORMS = frozenset({"both", "seconds", "date", "ms", "reset"})
+
+
+def _apply_option(directive: Directive, option: str) -> None:
+    """Set ``retry_after=SECONDS`` or ``form=FORM`` on a directive (ValueError otherwise)."""
+    key, _, value = option.partition("=")
+    key, value = key.strip(), value.strip()
+    if key == "retry_after":
+        directive.retry_after = float(value)
+    elif key == "form" and value in RETRY_FORMS:
+        directive.retry_form = value
+    else:
+        raise ValueError(f"unknown option {option!r}")
 
 
 def select_fault(faults: list[Directive], attempt: int) -> Directive | None:
@@ -288,9 +305,23 @@ def error_body(
     return json.dumps({"error": error}).encode()
 
 
-def retry_headers(seconds: float) -> dict[str, str]:
-    """``Retry-After`` (whole seconds, rounded up) and ``retry-after-ms`` for a wait."""
-    return {
-        "Retry-After": str(math.ceil(seconds)),
-        "retry-after-ms": str(math.ceil(seconds * 1000)),
-    }
+def retry_headers(seconds: float, form: str = "both", anthropic: bool = False) -> dict[str, str]:
+    """The headers that ask for a wait: ``Retry-After`` (whole seconds, rounded up) and
+    ``retry-after-ms`` by default, or one :data:`RETRY_FORMS` form alone (``reset`` in the
+    endpoint's own rate-limit headers)."""
+    if form == "date":
+        return {"Retry-After": formatdate(time.time() + seconds, usegmt=True)}
+    if form == "reset":
+        from .sim_limits import Budget, anthropic_headers, go_duration
+
+        if anthropic:
+            budget = Budget(1, 0, None, 0, seconds)
+            return anthropic_headers(budget, time.time())
+        reset = go_duration(seconds)
+        return {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset}
+    headers = {}
+    if form in ("both", "seconds"):
+        headers["Retry-After"] = str(math.ceil(seconds))
+    if form in ("both", "ms"):
+        headers["retry-after-ms"] = str(math.ceil(seconds * 1000))
+    return headers

@@ -25,7 +25,9 @@ KIND is one of:
 - ``slow`` or ``slow=SECONDS``: a normal answer after SECONDS (profile ``slow_seconds``);
 - ``ok``: a normal answer (a placeholder to order the others, e.g. ``[[sim:ok x1]]``).
 
-OPTION is ``retry_after=SECONDS`` (sets ``Retry-After``/``retry-after-ms`` on the error).
+OPTION is ``retry_after=SECONDS`` (sets ``Retry-After``/``retry-after-ms`` on the error) or
+``form=seconds|date|ms|reset`` (writes that wait only as ``Retry-After`` seconds, as an HTTP
+date, as ``retry-after-ms``, or as ``x-ratelimit-reset-requests`` such as ``1m20s``).
 ``xN`` limits a directive to N requests carrying this exact prompt (same messages, counted
 per prompt hash): directives are consumed in order, so ``[[sim:429 x2]][[sim:503 x1]]``
 gives 429, 429, 503 and then normal answers. A directive without ``xN`` applies to every
@@ -169,6 +171,7 @@ class _Plan:
     cause: str
     delay: float = 0.0
     retry_after: float | None = None
+    retry_form: str = "both"
     message: str = ""
     code: str | None = None
     err_type: str = ""
@@ -181,7 +184,7 @@ def _error_response(plan: _Plan, headers: dict[str, str], anthropic: bool = Fals
     """An OpenAI- (or Anthropic-) style JSON error, with Retry-After when the plan has a wait."""
     status = plan.status or 500
     if plan.retry_after is not None:
-        headers.update(retry_headers(plan.retry_after))
+        headers.update(retry_headers(plan.retry_after, plan.retry_form, anthropic))
     if anthropic:
         message = plan.message
         if plan.outcome == "context_window":
@@ -430,7 +433,9 @@ class ProviderSimulator:
         if status == 429:
             retry_after = self.profile.retry_after if retry_after is None else retry_after
         delay = 0.0 if status == 429 else latency
-        return _Plan(kind, status, "directive", delay=delay, retry_after=retry_after)
+        plan = _Plan(kind, status, "directive", delay=delay, retry_after=retry_after)
+        plan.retry_form = fault.retry_form
+        return plan
 
     def _context_plan(self, call: ChatCall, cause: str, latency: float) -> _Plan:
         """A 400 ``context_length_exceeded`` in OpenAI's wording (litellm matches on it)."""
