@@ -249,7 +249,8 @@ def test_spec_items_path_is_relative_to_spec_folder(tmp_path: Path, monkeypatch)
 
 def test_spec_defaults(tmp_path: Path) -> None:
     spec = load_batch(make_spec(tmp_path, "")).spec
-    assert spec.model == "simulated/demo"
+    assert spec.model == "simulated/demo" and not spec.model_given  # a dry run's model only
+    assert spec.transport == "auto"
     assert (spec.workers, spec.max_attempts, spec.timeout, spec.dry_run) == (8, 3, 60, False)
     assert spec.name is None and spec.api_base is None and spec.response_schema is None
     assert spec.completion_options == {}
@@ -389,7 +390,7 @@ def test_plain_items_file_missing(tmp_path: Path) -> None:
 
 
 def test_merged_applies_non_none_overrides() -> None:
-    spec = BatchSpec(items="a.jsonl", name="n", workers=4, rpm=100)
+    spec = BatchSpec(items="a.jsonl", name="n", model="openai/x", workers=4, rpm=100)
     merged = spec.merged(workers=16, model="openai/gpt-4o-mini", rpm=None, dry_run=True)
     assert (merged.workers, merged.model, merged.rpm, merged.dry_run) == (
         16,
@@ -403,7 +404,7 @@ def test_merged_applies_non_none_overrides() -> None:
 
 
 def test_merged_validates_overrides() -> None:
-    spec = BatchSpec(items="a.jsonl")
+    spec = BatchSpec(items="a.jsonl", model="openai/x")
     err = error_of(lambda: spec.merged(workers=0))
     assert (err.field, err.message) == ("workers", "must be >= 1, got 0")
     with pytest.raises(TypeError, match="wrokers"):
@@ -417,6 +418,8 @@ def test_merged_validates_overrides() -> None:
 def test_sample_batches_load_and_validate(spec_path: Path) -> None:
     batch = load_batch(spec_path)
     assert batch.spec.name
+    assert batch.spec.model_given, f"{spec_path.name} names no model"
+    assert batch.spec.merged().model == batch.spec.model
     assert batch.items_path.parent == SAMPLES
     assert validate_file(batch.items_path) >= 20
 
@@ -466,3 +469,214 @@ def test_provider_samples(name: str, model: str, env: str) -> None:
     assert env in (SAMPLES / name).read_text()
     if name == "local_server.toml":
         assert batch.spec.api_base == "http://127.0.0.1:8000/v1"
+
+
+# --- issue 11: every setting is checked before a run is created -----------------------
+
+
+def test_a_batch_that_names_no_model_is_refused_unless_dry_run(tmp_path: Path) -> None:
+    items = write(tmp_path / "items.jsonl", line({"id": "a", "prompt": "x"}))
+    spec = load_batch(items).spec
+    err = error_of(
+        spec.merged,
+    )
+    assert str(err) == f"{items}: {batchfile.NO_MODEL_MSG}"
+    assert "--model" in err.message and "simulated/demo" in err.message
+    assert spec.merged(dry_run=True).model == "simulated/demo"  # nothing is sent
+    chosen = spec.merged(model="openai/gpt-4o-mini")
+    assert chosen.model == "openai/gpt-4o-mini"
+    assert chosen.merged(name="again").model == "openai/gpt-4o-mini"  # still given
+
+    toml = load_batch(make_spec(tmp_path, "workers = 2\n"))
+    err = error_of(toml.spec.merged)
+    assert err.path == str(toml.spec_path) and err.message == batchfile.NO_MODEL_MSG
+    named = load_batch(make_spec(tmp_path, 'model = "simulated/demo"\n')).spec
+    assert named.model_given and named.merged().model == "simulated/demo"
+
+
+def test_where_a_spec_came_from_does_not_change_its_equality(tmp_path: Path) -> None:
+    items = write(tmp_path / "b.jsonl", line({"id": "a", "prompt": "x"}))
+    assert load_batch(items).spec == BatchSpec(items=str(items), name="b")
+    assert load_batch(items).spec != BatchSpec(items=str(items), name="c")
+
+
+def test_toml_with_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = make_spec(tmp_path, 'model = "openai/x"\nworkers = 3\n')
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    spec = load_batch(path).spec
+    assert (spec.model, spec.workers) == ("openai/x", 3)
+    path.write_bytes(path.read_bytes() + b"wokers = 1\n")
+    assert error_of(load_batch, path).line == 4  # line numbers unchanged by the mark
+
+
+@pytest.mark.parametrize(
+    ("toml", "where"),
+    [
+        ('[response_schema]\ntype = "objekt"', "type"),
+        ('[response_schema]\ntype = "object"\nrequired = "x"', "required"),
+        ('[response_schema]\ntype = "object"\n[response_schema.properties.x]\ntype = 5', "x/type"),
+        (
+            '[response_schema]\n"$schema" = "http://json-schema.org/draft-07/schema#"\n'
+            "minLength = -1",
+            "minLength",
+        ),
+    ],
+)
+def test_an_invalid_response_schema_is_refused(tmp_path: Path, toml: str, where: str) -> None:
+    path = make_spec(tmp_path, f'model = "openai/x"\n{toml}\n')
+    err = error_of(load_batch, path)
+    assert (err.path, err.line, err.field) == (path, 3, "response_schema")
+    assert err.message.startswith("not a valid JSON schema: ")
+    assert where in err.message
+
+
+def test_a_valid_schema_of_an_older_draft_is_accepted(tmp_path: Path) -> None:
+    toml = (
+        '[response_schema]\n"$schema" = "http://json-schema.org/draft-07/schema#"\n'
+        'type = "object"\nrequired = ["x"]\n[response_schema.properties.x]\ntype = "string"\n'
+    )
+    assert load_batch(make_spec(tmp_path, toml)).spec.response_schema["required"] == ["x"]
+
+
+def test_an_invalid_response_schema_file_is_refused(tmp_path: Path) -> None:
+    path = make_spec(tmp_path, 'response_schema_file = "schema.json"\n')
+    write(path.parent / "schema.json", json.dumps({"type": "object", "properties": []}))
+    err = error_of(load_batch, path)
+    assert err.field == "response_schema_file"
+    assert "schema.json: not a valid JSON schema" in err.message and "properties" in err.message
+
+
+def test_a_bad_schema_given_as_an_override_is_refused() -> None:
+    spec = BatchSpec(items="a.jsonl", model="openai/x")
+    err = error_of(lambda: spec.merged(response_schema={"type": 12}))
+    assert err.field == "response_schema" and "not a valid JSON schema" in err.message
+
+
+@pytest.mark.parametrize("key", sorted(batchfile.RESERVED_OPTIONS))
+def test_completion_options_the_strategy_owns_are_refused(tmp_path: Path, key: str) -> None:
+    value = "true" if key == "stream" else "3"
+    path = make_spec(tmp_path, f'model = "openai/x"\n[completion_options]\n{key} = {value}\n')
+    err = error_of(load_batch, path)
+    assert (err.line, err.field) == (3, f"completion_options.{key}")
+    assert err.message.startswith("set by abl, not a completion option: ")
+
+
+def test_reserved_options_mirror_the_strategy() -> None:
+    from async_batch_llm.providers import litellm as provider
+
+    assert set(batchfile.RESERVED_OPTIONS) == set(provider._RESERVED_KWARGS)
+
+
+@pytest.mark.parametrize("key", ["model", "api_base", "system_prompt", "response_schema"])
+def test_completion_options_that_repeat_a_setting_are_refused(tmp_path: Path, key: str) -> None:
+    path = make_spec(tmp_path, f'[completion_options]\n{key} = "x"\n')
+    err = error_of(load_batch, path)
+    assert (err.field, err.message) == (
+        f"completion_options.{key}",
+        f"use the top-level `{key}` setting instead",
+    )
+
+
+def test_response_format_and_response_schema_together_are_refused(tmp_path: Path) -> None:
+    toml = (
+        '[response_schema]\ntype = "object"\n'
+        '[completion_options.response_format]\ntype = "json_object"\n'
+    )
+    err = error_of(load_batch, make_spec(tmp_path, toml))
+    assert err.field == "completion_options.response_format" and "not both" in err.message
+    path = make_spec(
+        tmp_path,
+        'response_schema_file = "s.json"\n[completion_options]\nresponse_format = "json"\n',
+    )
+    write(path.parent / "s.json", json.dumps({"type": "object"}))
+    assert error_of(load_batch, path).field == "response_schema_file"
+
+
+def test_an_unknown_simulator_profile_is_refused(tmp_path: Path) -> None:
+    path = make_spec(tmp_path, 'model = "simulated/nope"\n')
+    err = error_of(load_batch, path)
+    assert (err.line, err.field) == (2, "model")
+    assert "unknown simulator profile 'simulated/nope'" in err.message
+    assert "demo" in err.message and "fast" in err.message
+    flag = error_of(lambda: BatchSpec(items="a", model="openai/x").merged(model="simulated/x"))
+    assert (flag.path, flag.field) == ("command-line options", "model")
+    assert load_batch(make_spec(tmp_path, 'model = "simulated/chaos"\n')).spec.model_given
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "notaurl",
+        "ftp://x",
+        "http://",
+        "/v1/chat",
+        "localhost:8000",
+        "http://host:99999/v1",
+        "http://exa mple.com/v1",
+        " http://127.0.0.1:8000/v1",
+    ],
+)
+def test_an_api_base_that_is_not_an_http_url_is_refused(tmp_path: Path, url: str) -> None:
+    path = make_spec(tmp_path, f'model = "openai/x"\napi_base = "{url}"\n')
+    err = error_of(load_batch, path)
+    assert (err.line, err.field) == (3, "api_base")
+    flag = error_of(lambda: BatchSpec(items="a", model="openai/x").merged(api_base=url))
+    assert (flag.path, flag.field) == ("command-line options", "api_base")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8000/v1", "https://api.example.com", "HTTPS://[::1]:8443/v1"]
+)
+def test_http_api_bases_are_accepted(url: str) -> None:
+    assert BatchSpec(items="a", model="openai/x").merged(api_base=url).api_base == url
+
+
+def test_credentials_in_an_api_base_are_refused_in_a_file_never_echoed(tmp_path: Path) -> None:
+    toml = 'model = "openai/x"\napi_base = "https://me:Hunter2Secret@gw.example/v1"\n'
+    err = error_of(load_batch, make_spec(tmp_path, toml))
+    assert (err.line, err.field) == (3, "api_base")
+    assert "credentials" in err.message and "Hunter2Secret" not in str(err)
+    bad = error_of(lambda: BatchSpec(items="a", model="o/x").merged(api_base="ftp://u:Pw1234567@h"))
+    assert "Pw1234567" not in str(bad) and "ftp://***@h" in str(bad)
+    spec = BatchSpec(items="a", model="openai/x")  # on the command line it is the user's call
+    assert spec.merged(api_base="https://me:pw@gw.example/v1").api_base.startswith("https://me:")
+
+
+def test_transport_setting(tmp_path: Path) -> None:
+    spec = load_batch(make_spec(tmp_path, 'model = "openai/x"\ntransport = "native"\n')).spec
+    assert spec.transport == "native"
+    assert spec.merged(transport="litellm").transport == "litellm"
+    err = error_of(load_batch, make_spec(tmp_path, 'transport = "grpc"\n'))
+    assert (err.line, err.field) == (2, "transport")
+    assert err.message == "must be one of 'auto', 'native' or 'litellm', got 'grpc'"
+
+
+def test_workers_have_a_sane_ceiling(tmp_path: Path) -> None:
+    err = error_of(load_batch, make_spec(tmp_path, "workers = 1_000_000_000\n"))
+    assert (err.field, err.message) == ("workers", "must be <= 10000, got 1000000000")
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [65, 300, 1500, 200_000])
+def test_a_context_nested_too_deeply_is_refused(tmp_path: Path, depth: int) -> None:
+    good = line({"id": "ok", "prompt": "x", "context": json.loads(nested(64))})
+    bad = '{"id": "deep", "prompt": "x", "context": ' + nested(depth) + "}\n"
+    path = write(tmp_path / "b.jsonl", good + bad)
+    err = error_of(validate_file, path)
+    assert (err.line, err.field) == (2, "context")
+    assert err.message == f"nested deeper than {batchfile.MAX_CONTEXT_DEPTH} levels"
+
+
+def test_deep_json_outside_the_context_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path / "b.jsonl", '{"id": "a", "prompt": "x", "meta": ' + nested(5000) + "}\n")
+    err = error_of(validate_file, path)
+    assert err.line == 1 and "nested deeper than" in err.message
+
+
+def test_a_context_with_many_brackets_but_shallow_is_accepted(tmp_path: Path) -> None:
+    context = {"rows": [[n, [n]] for n in range(500)], "code": "{[(" * 100}
+    path = write(tmp_path / "b.jsonl", line({"id": "a", "prompt": "x", "context": context}))
+    assert next(iter_items(path)).context == context

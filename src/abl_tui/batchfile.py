@@ -237,23 +237,25 @@ def _deep_key(text: str, limit: int) -> str | None:
 
 
 def _check_context_depth(path: Path, lineno: int, text: str, item: BatchItem) -> BatchItem:
-    """Refuse a context nested deeper than MAX_CONTEXT_DEPTH (cheap unless brackets abound)."""
-    context = item.context
-    if (
-        isinstance(context, dict | list)
-        and text.count("[") + text.count("{") > MAX_CONTEXT_DEPTH
-        and _too_deep(context, MAX_CONTEXT_DEPTH)
-    ):
-        msg = f"nested deeper than {MAX_CONTEXT_DEPTH} levels"
-        raise BatchFileError(path, msg, line=lineno, field="context")
+    """Refuse a context nested deeper than MAX_CONTEXT_DEPTH (only lines with that many
+    brackets can be: two ``str.count`` calls spare the walk for every other line)."""
+    if text.count("[") + text.count("{") > MAX_CONTEXT_DEPTH:
+        context = item.context
+        if isinstance(context, dict | list) and _too_deep(context, MAX_CONTEXT_DEPTH):
+            msg = f"nested deeper than {MAX_CONTEXT_DEPTH} levels"
+            raise BatchFileError(path, msg, line=lineno, field="context")
     return item
 
 
 def _parse_item(path: Path, lineno: int, text: str) -> BatchItem:
     try:  # fast path: pydantic parses and validates in one go
-        return _check_context_depth(path, lineno, text, BatchItem.model_validate_json(text))
+        item = BatchItem.model_validate_json(text)
     except ValidationError:
         pass  # redo it slowly to explain the problem (or accept what json.loads accepts)
+    else:
+        if text.count("[") + text.count("{") <= MAX_CONTEXT_DEPTH:
+            return item  # too few brackets to be too deep (nearly every line)
+        return _check_context_depth(path, lineno, text, item)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
