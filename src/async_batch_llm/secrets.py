@@ -14,6 +14,7 @@ servers' dummy keys ("sim-key", "any") would otherwise garble ordinary text.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -57,8 +58,9 @@ _known: tuple[str, ...] = ()  # env + registered values and their URL-encoded fo
 
 
 def _variants(value: str) -> list[str]:
-    """The forms a secret can appear in: as it is, stripped, and percent-encoded."""
-    forms = {value, value.strip(), quote(value.strip(), safe="")}
+    """The forms a secret can appear in: as it is, stripped, percent-encoded, JSON-escaped."""
+    stripped = value.strip()
+    forms = {value, stripped, quote(stripped, safe=""), json.dumps(stripped)[1:-1]}
     return [form for form in forms if len(form) >= MIN_SECRET_LENGTH]
 
 
