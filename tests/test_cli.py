@@ -376,7 +376,10 @@ def test_bad_input_exits_2_naming_the_place_and_costs_nothing(
 
 def test_bad_input_does_not_even_create_the_store(tmp_path: Path, sim: ProviderSimulator) -> None:
     write_items(tmp_path / "items.jsonl", [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
-    proc = abl("run", "items.jsonl", "--headless", "--api-base", sim.base_url, cwd=tmp_path)
+    proc = abl(
+        "run", "items.jsonl", "--headless", "--model", "openai/fake", "--api-base", sim.base_url,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert proc.returncode == 2, explain(proc)
     assert "items.jsonl:2:" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / DB_NAME).exists()

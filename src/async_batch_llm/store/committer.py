@@ -84,6 +84,7 @@ class Committer:
         self._unwritten: list[Segment] = []
         self._unwritten_events = 0
         self._unwritten_finals = 0
+        self._timeout_set = busy_timeout  # the busy timeout of the open connection
         #: Events handed over (by the loop), committed, commits made, the most events in
         #: one commit, and the last write error (None once a later commit succeeds).
         self.submitted = 0
@@ -200,6 +201,9 @@ class Committer:
         self._unwritten, self._unwritten_events, self._unwritten_finals = [], 0, 0
         try:
             db = self._db or self._connect()
+            if self._timeout_set != self.busy_timeout:  # lowered meanwhile (see close)
+                db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                self._timeout_set = self.busy_timeout
             db.execute("BEGIN IMMEDIATE")
             if self.owner is not None:
                 check_owner(db, self.run_id, self.owner)
@@ -238,6 +242,7 @@ class Committer:
         db = sqlite3.connect(self.uri, uri=True, isolation_level=None, timeout=self.busy_timeout)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._timeout_set = self.busy_timeout
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA cache_size = -65536")
             db.execute("PRAGMA wal_autocheckpoint = 10000")

@@ -9,3 +9,8 @@ class StoreError(Exception):
     Raised for files that are not run stores (corrupt, foreign, too new), missing runs and
     misuse (writing through a read-only store); never a raw ``sqlite3`` traceback.
     """
+
+
+class StoreUnwritable(StoreError):
+    """The store refused the run's writes (disk full, locked) for longer than its owner would
+    wait: the run stopped, resumable once the cause is gone."""

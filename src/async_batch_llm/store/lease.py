@@ -114,7 +114,10 @@ _COLUMNS = "run_id, owner, pid, host, acquired_at, heartbeat_at, first_idx, end_
 
 
 def _lease(row: Any) -> Lease:
-    return Lease(*row[:6], scope=LeaseScope(row[6], row[7]))  # type: ignore[call-arg]
+    run_id, owner, pid, host, acquired_at, heartbeat_at, first_idx, end_idx = row
+    return Lease(
+        run_id, owner, pid, host, acquired_at, heartbeat_at, LeaseScope(first_idx, end_idx)
+    )
 
 
 def _overlap_sql() -> str:

@@ -176,6 +176,8 @@ def fold(events: list[Any], segments: list[Segment] | None = None) -> list[Segme
                 cost = data.get("cost")
                 if cost is not None and (type(cost) is not float or not isfinite(cost)):
                     cost = _real(cost)
+                text: str | None
+                second: str | int | None
                 if event is _COMPLETED:
                     output = getattr(result, "output", None)
                     if type(output) is str and output.isascii():

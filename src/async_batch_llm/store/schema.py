@@ -197,7 +197,8 @@ async def inspect(db: aiosqlite.Connection, path: Path, *, readonly: bool) -> in
 
     Reads only, so a file that turns out not to be a run store is left exactly as it was.
     """
-    version = (await _one(db, "PRAGMA user_version"))[0]
+    found = await _one(db, "PRAGMA user_version")
+    version = int(str(found[0])) if found is not None else 0
     tables = [row[0] for row in await db.execute_fetchall(_TABLES)]
     if version == 0 and not tables:
         if readonly:

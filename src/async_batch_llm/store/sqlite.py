@@ -145,6 +145,12 @@ class RunStore:
             db, path, readonly, uri=path.resolve().as_uri() + "?mode=rw", busy_timeout=busy_timeout
         )
 
+    async def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another connection's lock (shorter when giving up)."""
+        self.busy_timeout = seconds
+        async with self._lock:
+            await self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     async def close(self) -> None:
         """Close the writers opened on this store (committing what they hold), then the file."""
         if self._closed:
@@ -724,7 +730,14 @@ def _item_row(run_id: str, idx: int, item: Any) -> tuple[Any, ...]:
             )
     if not prompt.isascii() and not _is_utf8(prompt):
         raise StoreError(f"item {item_id!r}: the prompt is not valid text (a lone surrogate)")
-    return (run_id, item_id, idx, prompt, None if context is None else clean_text(to_json(context)))
+    context_text = to_json(context)
+    return (
+        run_id,
+        item_id,
+        idx,
+        prompt,
+        None if context_text is None else clean_text(context_text),
+    )
 
 
 def _is_utf8(text: str) -> bool:

@@ -276,10 +276,16 @@ class StoreObserver(BaseObserver):
         if self._committer is not None:
             await self._commit_now(stop=False)
 
-    async def close(self) -> None:
-        """Commit everything left, stop the writer and detach from the store (idempotent)."""
+    async def close(self, *, busy_timeout: float | None = None) -> None:
+        """Commit everything left, stop the writer and detach from the store (idempotent).
+
+        ``busy_timeout``: how long that last commit may wait for a lock another process
+        holds (default: the store's), e.g. short when the run is being given up.
+        """
         if self._closed:
             return
+        if busy_timeout is not None and self._committer is not None:
+            self._committer.busy_timeout = busy_timeout  # read when it next connects
         self._closed = True
         self._idle = True  # so that a late event finds the observer closed
         if self._timer is not None:
