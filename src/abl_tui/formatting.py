@@ -58,12 +58,16 @@ _WRAPPER = re.compile(
 )
 
 
+#: The native transport's ``openai returned HTTP 503: `` before the provider's message.
+_RETURNED = re.compile(r"^[\w.-]+ returned HTTP \d{3}:\s*")
+
+
 def provider_message(error: str) -> str:
     """The provider's own words in an error text: ``The server is overloaded...`` rather than
     ``ServiceUnavailableError: litellm.ServiceUnavailableError: ...``; JSON bodies give their
     ``message``. The full text stays in the item's detail."""
     text = " ".join(error.split())
-    stripped = _WRAPPER.sub("", text)
+    stripped = _RETURNED.sub("", _WRAPPER.sub("", text))
     body = _json_message(stripped)
     if body:
         return body

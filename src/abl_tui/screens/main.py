@@ -44,11 +44,11 @@ class MainScreen(Screen[None]):
         Binding("p", "pause", "Pause", id="abl.pause"),
         Binding("p", "resume", "Resume", id="abl.resume"),
         Binding("f", "cycle_filter", "Filter", id="abl.filter"),
-        Binding("c", "cycle_category", "Category", id="abl.category"),
-        Binding("slash", "search", "Search", key_display="/", id="abl.search"),
+        Binding("c", "cycle_category", "Category", show=False, id="abl.category"),
+        Binding("slash", "search", "Search", key_display="/", show=False, id="abl.search"),
         Binding("y", "copy_error", "Copy", show=False, id="abl.copy"),
         Binding("l", "toggle_log", "Log", id="abl.log"),
-        Binding("u", "runs", "Runs", id="abl.runs"),
+        Binding("u", "runs", "Runs", show=False, id="abl.runs"),
         Binding("escape", "clear_search", "Clear search", show=False, id="abl.clear_search"),
     ]
 

@@ -20,8 +20,10 @@ from textual.widgets import DataTable
 from ..formatting import provider_message
 
 #: (key, header, width); the message column takes what is left.
-_FIXED_COLUMNS = (("id", "id", 14), ("state", "state", 7))
-#: The category column fits the longest category shown, within these bounds.
+_FIXED_COLUMNS = (("state", "state", 7),)
+#: The id and category columns fit the longest value shown, within these bounds (they
+#: widen when a longer one comes, and never narrow while the table lives).
+_ID_WIDTHS = (6, 20)
 _CATEGORY_WIDTHS = (8, 24)
 #: Calls made for the item, every round's (429s included: they do not use up max_attempts).
 _TRY_COLUMN = ("attempts", "calls", 5)
@@ -66,6 +68,7 @@ class FailedTable(DataTable[Text]):
         self._order: list[str] = []
         self._message_width = 0  # set by the first resize, which adds the columns
         self._category_width = _CATEGORY_WIDTHS[0]
+        self._id_width = _ID_WIDTHS[0]
         self._width = 0
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -109,9 +112,7 @@ class FailedTable(DataTable[Text]):
         if not self.columns:  # not sized yet: the first resize lays the rows out
             self._rows, self._order = wanted, list(wanted)
             return
-        category_width = _category_width(rows)
-        if category_width > self._category_width:  # a longer category: widen, never cut it
-            self._category_width = category_width
+        if self._widen(rows):  # a longer id or category: widen, never cut it
             self._rows, self._order = wanted, list(wanted)
             self._resize_columns(self._width, force=True)
             return
@@ -140,6 +141,15 @@ class FailedTable(DataTable[Text]):
             self._rows[row.item_id] = row
         self._keep_cursor(highlighted)
 
+    def _widen(self, rows: list[FailedRow]) -> bool:
+        """Widen the id and category columns to fit ``rows``; True if either grew."""
+        id_width = _fitting([len(row.item_id) for row in rows], _ID_WIDTHS)
+        category_width = _fitting([len(row.category) for row in rows], _CATEGORY_WIDTHS)
+        grew = id_width > self._id_width or category_width > self._category_width
+        self._id_width = max(self._id_width, id_width)
+        self._category_width = max(self._category_width, category_width)
+        return grew
+
     def _update(self, old: FailedRow, new: FailedRow) -> None:
         key = new.item_id
         if old.state != new.state:
@@ -161,6 +171,7 @@ class FailedTable(DataTable[Text]):
     # ------------------------------------------------------------------ building
 
     def _add_columns(self) -> None:
+        self.add_column("id", width=self._id_width, key="id")
         for key, label, width in _FIXED_COLUMNS:
             self.add_column(label, width=width, key=key)
         self.add_column("category", width=self._category_width, key="category")
@@ -184,12 +195,10 @@ class FailedTable(DataTable[Text]):
         """Give the message column the width the others leave (the scrollbar's kept free)."""
         self._width = table_width
         if not self.columns:  # the first layout: fit the categories already known
-            self._category_width = max(
-                self._category_width, _category_width([*self._rows.values()])
-            )
+            self._widen([*self._rows.values()])
         fixed = sum(width for _, _, width in _FIXED_COLUMNS) + _TRY_COLUMN[2]
-        fixed += self._category_width
-        padding = 2 * self.cell_padding * (len(_FIXED_COLUMNS) + 3)
+        fixed += self._category_width + self._id_width
+        padding = 2 * self.cell_padding * (len(_FIXED_COLUMNS) + 4)
         scrollbar = self.styles.scrollbar_size_vertical
         width = max(table_width - fixed - padding - scrollbar, 10)
         if force and self.columns:
@@ -220,11 +229,10 @@ class FailedTable(DataTable[Text]):
         )
 
 
-def _category_width(rows: list[FailedRow]) -> int:
-    """The category column's width for these rows: the longest category, within bounds."""
-    longest = max((len(row.category) for row in rows), default=0)
-    low, high = _CATEGORY_WIDTHS
-    return min(max(longest, low), high)
+def _fitting(values: list[int], bounds: tuple[int, int]) -> int:
+    """A column width for values of these lengths: the longest, within ``bounds``."""
+    low, high = bounds
+    return min(max(max(values, default=0), low), high)
 
 
 def _cell(value: str, *, style: str = "", justify: str = "left") -> Text:
