@@ -536,3 +536,136 @@ async def test_litellm_structured_output_gets_schema_json(
     response = await acall(litellm, fast, "classify this", response_format=Verdict)
     verdict = Verdict.model_validate_json(response.choices[0].message.content)
     assert verdict == Verdict(label="sim", confidence=0, reasons=[])
+
+
+# --- Anthropic Messages, rate-limit headers, key echo --------------------------------------------
+
+
+async def post_messages(
+    sim: ProviderSimulator, payload: Any, headers: dict[str, str] | None = None
+) -> tuple[int, CIMultiDict[str], Any]:
+    """POST a Messages request; status, headers and the JSON body."""
+    host = sim.base_url.removesuffix("/v1")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{host}/v1/messages", json=payload, headers=headers or {}) as resp,
+    ):
+        return resp.status, resp.headers.copy(), await resp.json(content_type=None)
+
+
+def messages_payload(text: str) -> dict[str, Any]:
+    return {
+        "model": "claude-sim",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": text}],
+    }
+
+
+async def test_messages_endpoint_answers_in_anthropics_shape() -> None:
+    async with ProviderSimulator(profile_from_name("fast", cache=True)) as sim:
+        payload = {**messages_payload("first"), "system": LONG_PREFIX}
+        status, _, first = await post_messages(sim, payload)
+        payload = {**messages_payload("second"), "system": LONG_PREFIX}
+        _, _, second = await post_messages(sim, payload)
+    assert status == 200
+    assert first["type"] == "message" and first["content"][0]["type"] == "text"
+    assert first["content"][0]["text"] == "sim reply to first"
+    usage, again = first["usage"], second["usage"]
+    assert usage["cache_read_input_tokens"] == 0 and usage["cache_creation_input_tokens"] > 0
+    assert again["cache_read_input_tokens"] > 0
+    # every prompt token is input, a cache read or a cache write, as on the ledger
+    entry = sim.ledger[-1]
+    assert (
+        again["input_tokens"]
+        + again["cache_read_input_tokens"]
+        + again["cache_creation_input_tokens"]
+        == entry.prompt_tokens
+    )
+    assert entry.cached_tokens == again["cache_read_input_tokens"]
+
+
+async def test_messages_endpoint_forced_tool_gets_schema_input(fast: ProviderSimulator) -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    payload = {
+        **messages_payload("structured"),
+        "tools": [{"name": "json_tool_call", "input_schema": schema}],
+        "tool_choice": {"type": "tool", "name": "json_tool_call"},
+    }
+    status, _, body = await post_messages(fast, payload)
+    assert status == 200
+    assert body["content"] == [
+        {
+            "type": "tool_use",
+            "id": body["content"][0]["id"],
+            "name": "json_tool_call",
+            "input": {"n": 0},
+        }
+    ]
+
+
+async def test_messages_endpoint_errors_and_required_fields(fast: ProviderSimulator) -> None:
+    status, _, body = await post_messages(fast, messages_payload("x [[sim:529]]"))
+    assert (status, body["type"], body["error"]["type"]) == (529, "error", "overloaded_error")
+    status, _, body = await post_messages(fast, {"model": "m", "messages": [{"role": "user"}]})
+    assert status == 400 and "max_tokens" in body["error"]["message"]
+
+
+async def test_limits_are_announced_in_each_endpoints_headers() -> None:
+    async with ProviderSimulator(profile_from_name("fast", rpm_limit=5, tpm_limit=10_000)) as sim:
+        _, chat, _ = await post(sim, "hello")
+        _, messages, _ = await post_messages(sim, messages_payload("hello"))
+    assert chat["x-ratelimit-limit-requests"] == "5"
+    assert chat["x-ratelimit-remaining-requests"] == "4"
+    assert chat["x-ratelimit-reset-requests"] == "1m0s"
+    assert int(chat["x-ratelimit-remaining-tokens"]) < 10_000
+    assert messages["anthropic-ratelimit-requests-limit"] == "5"
+    assert messages["anthropic-ratelimit-requests-remaining"] == "3"
+    assert messages["anthropic-ratelimit-tokens-reset"].endswith("Z")
+    assert "x-ratelimit-limit-requests" not in messages
+
+
+async def test_limited_profile_allows_its_rpm_then_429s_with_retry_after() -> None:
+    profile = profile_from_name("limited", rpm_limit=3, latency_mean=0.0, latency_jitter=0.0)
+    async with ProviderSimulator(profile) as sim:
+        answers = [await post(sim, f"q{n}") for n in range(4)]
+    assert [status for status, _, _ in answers] == [200, 200, 200, 429]
+    _, headers, _ = answers[-1]
+    assert 58 <= int(headers["Retry-After"]) <= 60
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert profile_from_name("limited").rpm_limit == 300
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ("seconds", {"retry-after": "5"}),
+        ("ms", {"retry-after-ms": "5000"}),
+        ("reset", {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "5s"}),
+    ],
+)
+async def test_retry_forms(fast: ProviderSimulator, form: str, expected: dict[str, str]) -> None:
+    status, headers, _ = await post(fast, f"w {form} [[sim:429:retry_after=5:form={form}]]")
+    assert status == 429
+    got = {
+        k.lower(): v for k, v in headers.items() if "retry" in k.lower() or "ratelimit" in k.lower()
+    }
+    assert got == expected
+
+
+async def test_empty_reply_directives(fast: ProviderSimulator) -> None:
+    bodies = {}
+    for kind in ("no_choices", "empty_choices", "null_content"):
+        status, _, text = await post(fast, f"{kind} [[sim:{kind}]]")
+        assert status == 200
+        bodies[kind] = json.loads(text)
+    assert "choices" not in bodies["no_choices"]
+    assert bodies["empty_choices"]["choices"] == []
+    assert bodies["null_content"]["choices"][0]["message"]["content"] is None
+
+
+async def test_echo_key_puts_the_callers_key_in_a_401() -> None:
+    async with ProviderSimulator(profile_from_name("fast", echo_key=True)) as sim:
+        _, _, body = await post_messages(
+            sim, messages_payload("[[sim:401]]"), headers={"x-api-key": "the-key-42"}
+        )
+    assert body["error"]["message"] == "Incorrect API key provided: the-key-42"
