@@ -161,3 +161,106 @@ def test_projected_cost_of_a_resumed_run_counts_earlier_sessions_once() -> None:
     completed(state, "a", 0, T0)  # this session: 0.001 per item
     # 0.5 spent + 0.001 for "a" + 4 items left at 0.001 each
     assert abs(state.projected_cost() - (0.501 + 4 * 0.001)) < 1e-12
+
+
+# ---------------------------------------------------------------------- console fixes (issue 14)
+
+
+def _started(state: RunState, at: float, workers: int = 4) -> None:
+    state.apply("batch_started", {"max_workers": workers}, at)
+    for worker in range(workers):
+        state.apply("worker_started", {"worker_id": worker}, at)
+
+
+def test_eta_leaves_paused_seconds_out_and_says_nothing_while_paused() -> None:
+    state = RunState(total=100)
+    _started(state, 1000.0)
+    for second in range(10):  # 2 items a second for 10 s
+        for _ in range(2):
+            state.apply(
+                "item_completed", {"item_id": f"a{second}{_}", "worker_id": 0}, 1000 + second
+            )
+    assert state.eta_seconds(1010.5) == 80 / 2.0
+    state.paused = True
+    assert state.eta_seconds(1011.0) is None  # paused: no ETA to tell
+    for second in range(1010, 1030):  # 20 s paused: nothing finishes
+        state.mark_paused(second + 0.5)
+    state.paused = False
+    # right after resuming, the rate is the one before the pause, not diluted by it
+    assert state.items_per_second(1030.2) == 2.0
+    assert state.eta_seconds(1030.2) == 40.0
+
+
+def test_rates_stop_decaying_once_the_run_has_ended() -> None:
+    state = RunState(total=10)
+    _started(state, 1000.0)
+    for index in range(10):
+        state.apply("item_completed", {"item_id": f"i{index}", "worker_id": 0}, 1000.0 + index)
+    state.apply("batch_completed", {}, 1010.0)
+    assert state.items_per_second(1010.0) == state.items_per_second(5000.0) == 1.0
+    assert state.eta_seconds(5000.0) == 0.0
+
+
+def test_busy_is_items_held_and_reads_the_same_before_and_after_the_end() -> None:
+    state = RunState(total=10)
+    _started(state, 0.0, workers=24)
+    state.apply("item_started", {"item_id": "a", "worker_id": 0, "attempt": 1}, 1.0)
+    state.apply("item_started", {"item_id": "b", "worker_id": 1, "attempt": 1}, 1.0)
+    state.apply("item_retry", {"item_id": "a", "worker_id": 0, "attempt": 1}, 2.0)
+    # a worker waiting to retry its item still holds it (as the engine's worker does)
+    assert (state.busy_text(), state.waiting) == ("2/24", 1)
+    state.apply("item_started", {"item_id": "a", "worker_id": 0, "attempt": 2}, 3.0)
+    assert state.workers[0].since == 1.0  # time on the item, not on this attempt
+    for worker in range(24):
+        state.apply("worker_stopped", {"worker_id": worker}, 4.0)
+    assert state.busy_text() == "0/24"  # the workers have gone: the configured number stays
+
+
+def test_a_resumed_run_starts_from_its_stored_retries_429s_and_first_start() -> None:
+    from types import SimpleNamespace
+
+    from abl_tui.state import stored_run
+
+    run = SimpleNamespace(
+        id="r1",
+        name="n",
+        settings={"model": "m", "workers": 24},
+        total=10,
+        succeeded=4,
+        failed=1,
+        input_tokens=100,
+        output_tokens=50,
+        cached_tokens=0,
+        cost=None,
+        started_at=500.0,
+    )
+    state = RunState()
+    state.load(stored_run(run, [], {"retry": 7, "rate_limited": 3}))
+    assert (state.retries, state.rate_limits, state.max_workers) == (7, 3, 24)
+    _started(state, 900.0)
+    state.apply("item_retry", {"item_id": "x", "worker_id": 0}, 901.0)
+    assert state.retries == 8
+    assert state.elapsed(1000.0) == 500.0  # since the run first started
+
+
+def test_a_hand_retry_counts_the_items_earlier_calls() -> None:
+    state = RunState(total=2)
+    state.apply("item_failed", {"item_id": "a", "worker_id": 0, "attempts": 3}, 1.0)
+    state.requeue(["a"])
+    state.apply("item_failed", {"item_id": "a", "worker_id": 0, "attempts": 2}, 2.0)
+    assert state.failed_items["a"].attempts == 5  # what the store counts too
+
+
+def test_failures_by_category_and_the_event_log() -> None:
+    state = RunState(total=5)
+    for item_id, category in (("a", "timeout"), ("b", "bad_request"), ("c", "timeout")):
+        state.apply(
+            "item_failed", {"item_id": item_id, "worker_id": 0, "error_category": category}, 1.0
+        )
+    assert state.failed_by_category() == [("timeout", 2), ("bad_request", 1)]
+    version = state.log_version
+    state.apply("cooldown_started", {"duration": 30.0, "consecutive": 2}, 5.0)
+    state.note(6.0, "paused")
+    assert state.log_version == version + 2
+    assert [entry.kind for entry in state.log][-2:] == ["limits", "operator"]
+    assert "waits 30s" in state.log[-2].text

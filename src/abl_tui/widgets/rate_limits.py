@@ -66,7 +66,13 @@ def limits_line(state: RunState, now: float) -> Text:
     line.append("  ")
     line.append_text(cooldown_text(state, now))
     line.append("  ")
-    line.append(pacing_text(state), "dim")
+    rpm = state.requests_per_minute(now)
+    if state.rpm_limit and rpm > 0:  # what pacing let through, against its limit
+        line.append(f"rpm {fmt.count(rpm)}/{fmt.count(state.rpm_limit)}", "dim")
+        if state.tpm_limit:
+            line.append(f" · tpm {fmt.count(state.tpm_limit)}", "dim")
+    else:
+        line.append(pacing_text(state), "dim")
     return line
 
 
