@@ -59,15 +59,17 @@ def _default_sigint() -> None:
 
 
 @contextlib.contextmanager
-def simulator_process(folder: Path) -> Iterator[tuple[str, Path]]:
-    """``python -m async_batch_llm.testing.simulator`` on a free port; yields (url, ledger)."""
+def simulator_process(folder: Path, settings: str = LATENCY) -> Iterator[tuple[str, Path]]:
+    """``python -m async_batch_llm.testing.simulator`` on a free port; yields (url, ledger).
+
+    ``settings``: the ``--set`` of the default profile (its latency by default)."""
     ledger = folder / "ledger.jsonl"
     log = folder / "simulator.log"  # a file, not a pipe: nothing can block on a full pipe
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [
                 *SIMULATOR,
-                "--port", "0", "--profile", "default", "--set", LATENCY, "--ledger", str(ledger),
+                "--port", "0", "--profile", "default", "--set", settings, "--ledger", str(ledger),
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
