@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,10 @@ from abl_tui.themes import (
     STATUS_VARIABLES,
     ThemeFileError,
     builtin_themes_dir,
+    check_theme_css,
     load_all_themes,
     load_theme,
+    load_themes_from,
     user_themes_dir,
 )
 from test_app_fakes import demo_runner, frozen_clock
@@ -103,3 +107,93 @@ async def test_app_registers_themes_warns_about_bad_ones_and_switches(tmp_path: 
         app.theme = "abl-high-contrast"
         await pilot.pause()
         assert app.theme_variables["status-failed"] == "#FF4040"
+
+
+# --- issue 11: a theme Textual's CSS cannot use is reported and skipped, never fatal ----------
+
+BROKEN_VARIABLES = {
+    "scrollbar-not-a-colour": (
+        'scrollbar = "nope"',
+        "scrollbar = 'nope' is not usable as a colour",
+    ),
+    "css-injection": (
+        '"footer-key-foreground" = "red; } Screen { color: red"',
+        "footer-key-foreground",
+    ),
+    "unknown-variable-bad-tokens": ('"my-var" = "{{"', "my-var = '{{' is not usable as CSS"),
+    "text-style-given-a-colour": (
+        '"block-cursor-text-style" = "#fff"',
+        "is not usable as a text style",
+    ),
+    "variable-reference": ('"status-ok" = "$primary"', "status-ok"),
+}
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"), list(BROKEN_VARIABLES.values()), ids=list(BROKEN_VARIABLES)
+)
+def test_variables_the_css_cannot_use_are_refused(
+    tmp_path: Path, variables: str, problem: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'name = "x"\n[colors]\nprimary = "#123456"\n[variables]\n{variables}\n')
+    with pytest.raises(ThemeFileError, match=re.escape(problem)):
+        load_theme(path)
+
+
+def test_usable_variables_of_every_kind_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        'name = "kinds"\n[colors]\nprimary = "#123456"\n[variables]\n'
+        'scrollbar = "#334455"\n"block-cursor-text-style" = "bold underline"\n'
+        '"link-background" = "initial"\n"text-muted" = "auto 60%"\n"my-own" = "anything"\n'
+    )
+    theme = load_theme(path)
+    assert theme.variables["block-cursor-text-style"] == "bold underline"
+
+
+def test_builtin_themes_pass_the_css_check_they_skip_at_start_up() -> None:
+    folder = builtin_themes_dir()
+    assert folder is not None
+    for path in sorted(folder.glob("*.toml")):
+        check_theme_css(load_theme(path, check_css=False), path)
+
+
+def test_unusable_theme_files_are_listed_logged_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "ocean.toml").write_text(GOOD)
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + GOOD.replace("ocean", "bom").encode())
+    (tmp_path / "latin1.toml").write_bytes(b'name = "caf\xe9"\n')
+    (tmp_path / "folder.toml").mkdir()
+    (tmp_path / "dangling.toml").symlink_to(tmp_path / "nowhere.toml")
+    (tmp_path / "scroll.toml").write_text(GOOD + 'scrollbar = "nope"\n')
+    with caplog.at_level(logging.WARNING, logger="abl_tui.themes"):
+        loaded = load_themes_from(tmp_path)
+    assert sorted(theme.name for theme in loaded.themes) == ["bom", "ocean"]
+    refused = {path.name: problem for path, problem in loaded.problems}
+    assert set(refused) == {"latin1.toml", "folder.toml", "dangling.toml", "scroll.toml"}
+    assert "not valid TOML" in refused["latin1.toml"]
+    assert "cannot read" in refused["folder.toml"] and "cannot read" in refused["dangling.toml"]
+    assert "scrollbar" in refused["scroll.toml"]
+    logged = [record.getMessage() for record in caplog.records]
+    assert len(logged) == 4 and all("skipped" in message for message in logged)
+
+
+async def test_a_broken_user_theme_replacing_the_default_does_not_stop_the_dashboard(
+    tmp_path: Path,
+) -> None:
+    """A user's `abl-dark` whose variables break the CSS: the built-in one is used instead."""
+    (tmp_path / "mine.toml").write_text(
+        'name = "abl-dark"\n[colors]\nprimary = "#123456"\n'
+        '[variables]\n"block-cursor-background" = "{{"\n'
+    )
+    (tmp_path / "garbage.toml").write_bytes(b"\x00\xff not toml at all [[[")
+    app = DashboardApp(demo_runner(), clock=frozen_clock, themes_dir=tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert app.theme == DEFAULT_THEME
+        assert app.current_theme.primary == "#4C9BE8"  # the built-in abl-dark's
+        titles = sorted(note.title for note in app._notifications if note.severity == "warning")
+        assert titles == ["Theme garbage.toml skipped", "Theme mine.toml skipped"]
+        assert app.screen is app.main  # the dashboard is up
