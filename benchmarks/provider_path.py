@@ -1,4 +1,4 @@
-"""The provider path: the engine with LiteLLMStrategy against bare litellm calls, and pacing.
+"""The litellm path: the engine on LiteLLMStrategy(transport="litellm") against bare litellm.
 
 The simulator runs in its own process (so its CPU does not share the client's GIL).
 
@@ -111,7 +111,7 @@ async def bare_gather(base_url: str, items: int, workers: int) -> float:
 
 async def engine_run(base_url: str, items: int, workers: int) -> float:
     """The engine with ``LiteLLMStrategy`` over the same calls; returns items/s."""
-    strategy = LiteLLMStrategy(MODEL, api_base=base_url, api_key=API_KEY)
+    strategy = LiteLLMStrategy(MODEL, api_base=base_url, api_key=API_KEY, transport="litellm")
     config = ProcessorConfig(max_workers=workers, timeout_per_item=TIMEOUT)
     async with ParallelBatchProcessor(config=config) as processor:
         await strategy.prepare()  # the import is paid before the clock starts, as for bare
@@ -165,7 +165,9 @@ async def pacing(rpm: int, engine_rpm: int, window: float, seconds: float, worke
         ledger_path = Path(tmp) / "ledger.jsonl"
         extra = ["--profile", "fast", "--rpm", str(per_window), "--set", f"rate_window={window}"]
         with simulator_process(*extra, ledger=ledger_path) as sim:
-            strategy = LiteLLMStrategy(MODEL, api_base=sim.base_url, api_key=API_KEY)
+            strategy = LiteLLMStrategy(
+                MODEL, api_base=sim.base_url, api_key=API_KEY, transport="litellm"
+            )
             config = ProcessorConfig(
                 max_workers=workers,
                 timeout_per_item=TIMEOUT,

@@ -184,7 +184,8 @@ async def engine(base_url: str, calls: int, workers: int, transport: str) -> Non
 
     strategy = LiteLLMStrategy(MODEL, api_base=base_url, api_key=KEY, transport=transport)
     config = ProcessorConfig(max_workers=workers, timeout_per_item=60.0)
-    async with ParallelBatchProcessor(config=config) as processor:
+    processor: ParallelBatchProcessor[str, str, None] = ParallelBatchProcessor(config=config)
+    async with processor:
         for n in range(calls):
             await processor.add_work(LLMWorkItem(f"item-{n}", strategy, f"item {n}"))
         result = await processor.process_all()
