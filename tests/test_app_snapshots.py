@@ -6,6 +6,8 @@ Regenerate after an intended change with ``pytest tests/test_app_snapshots.py
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,10 +16,12 @@ from textual.pilot import Pilot
 from abl_tui.app import DashboardApp
 from abl_tui.screens import ItemDetailScreen
 from abl_tui.watch import Snapshot, WatchApp
-from test_app_fakes import demo_runner, demo_runs, frozen_clock
+from test_app_fakes import demo_runner, demo_runs, finished_script, frozen_clock
 from test_app_watch import FAILED, RUNNING, FakeSource, Run
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+#: The main screen is checked at 60x18 too: its essentials must stay readable there.
+MAIN_SIZES = [*SIZES, pytest.param((60, 18), id="60x18")]
 
 
 def dashboard() -> DashboardApp:
@@ -25,7 +29,7 @@ def dashboard() -> DashboardApp:
     return DashboardApp(demo_runner(runs=demo_runs()), clock=frozen_clock)
 
 
-@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("size", MAIN_SIZES)
 def test_main_screen(snap_compare: Any, size: tuple[int, int]) -> None:
     assert snap_compare(dashboard(), terminal_size=size)
 
@@ -70,3 +74,34 @@ def test_watch_screen(snap_compare: Any, size: tuple[int, int]) -> None:
             await pilot.pause(0.02)
 
     assert snap_compare(app, terminal_size=size, run_before=first_poll)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, press=["question_mark"])
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is UTC for the test (the event log shows wall-clock times)."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_event_log(snap_compare: Any, size: tuple[int, int], utc: None) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, press=["p", "l"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_one_category_of_failures(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, press=["c"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_finished_run(snap_compare: Any, size: tuple[int, int]) -> None:
+    app = DashboardApp(demo_runner(script=finished_script()), clock=frozen_clock)
+    assert snap_compare(app, terminal_size=size)

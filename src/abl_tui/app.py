@@ -56,7 +56,7 @@ class DashboardApp(App[None]):
         # Ctrl-C does what the README promises: the clean stop ``q`` makes (asking first
         # while the run goes on; a second Ctrl-C answers yes), never Textual's hint toast.
         Binding("ctrl+c", "interrupt", "Quit", show=False, priority=True, id="abl.interrupt"),
-        Binding("question_mark", "help", "Help", key_display="?", id="abl.help"),
+        Binding("question_mark", "help", "Help", key_display="?", show=False, id="abl.help"),
     ]
 
     def __init__(

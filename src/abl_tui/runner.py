@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import signal
 import sqlite3
 import threading
 import time
@@ -183,6 +184,11 @@ class Runner:
         return True
 
     def _thread_main(self) -> None:
+        # Signals go to the main thread, which asks this one to stop (see cli): a signal
+        # the kernel hands to this thread (or to the threads it starts, which inherit the
+        # mask) would wait for the main thread to wake up by itself.
+        with contextlib.suppress(AttributeError, ValueError, OSError):  # not POSIX
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         loop = asyncio.new_event_loop()
         self._loop = loop
         try:

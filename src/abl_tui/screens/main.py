@@ -39,6 +39,8 @@ class MainScreen(Screen[None]):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
 
     BINDINGS = [
+        # first, so the footer never cuts it off, however narrow the terminal
+        Binding("question_mark", "app.help", "Help", key_display="?", id="abl.main.help"),
         Binding("r", "retry_selected", "Retry", id="abl.retry"),
         Binding("R", "retry_all", "Retry all", id="abl.retry_all"),
         Binding("p", "pause", "Pause", id="abl.pause"),

@@ -146,7 +146,7 @@ class FailedPanel(Vertical):
         if not self._read_only:
             self._retry_one.disabled = not self.can_retry_highlighted()
             self._retry_all.disabled = state.failed == 0
-            label = f"Retry {self.category_filter}" if self.category_filter else "Retry all"
+            label = "Retry group" if self.category_filter else "Retry all"
             if str(self._retry_all.label) != label:
                 self._retry_all.label = label
 

@@ -42,7 +42,7 @@ def holding_back(state: RunState, now: float) -> str:
 
 
 def sent_text(state: RunState, now: float) -> Text:
-    """``sent 126/min of 240 · workers full``: what was achieved against the limit, and why
+    """``sent 126/min · workers full``: the requests the pacing limit let through, and why
     it falls short (empty in watch mode, which sees no attempts start)."""
     rpm = state.requests_per_minute(now)
     line = Text(no_wrap=True, overflow="ellipsis")
@@ -50,8 +50,7 @@ def sent_text(state: RunState, now: float) -> Text:
         return line
     line.append("sent ", "dim")
     line.append(f"{fmt.count(rpm)}/min", "bold")
-    if state.rpm_limit:
-        line.append(f" of {fmt.count(state.rpm_limit)}", "dim")
+    if state.rpm_limit:  # the limit is on the line above: say why it is not reached
         why = holding_back(state, now)
         if why and rpm < 0.95 * state.rpm_limit:
             line.append(f" · {why}", "dim")

@@ -17,6 +17,8 @@ from ..state import RunState
 
 #: Widths of the attempt and time columns (the id column fits the largest id; item the rest).
 _TRY, _FOR = 3, 5
+#: The narrowest the item column gets before a column makes way for it.
+_MIN_ITEM = 5
 #: Idle worker ids listed by name up to this many (then just counted).
 _IDLE_NAMED = 8
 
@@ -52,9 +54,14 @@ def idle_line(idle: list[int], width: int) -> str:
 def workers_text(state: RunState, now: float, width: int) -> Text:
     """Plain fixed-width lines (cheaper to redraw many times a second than a Rich table)."""
     id_width = max((len(str(worker_id)) for worker_id in state.workers), default=1)
-    item_width = max(width - id_width - _TRY - _FOR - 3, 4)
+    # narrow panels drop the attempt column first, then the time, rather than cut them
+    columns = [("try", _TRY), ("for", _FOR)]
+    while columns and width - id_width - 1 - sum(size + 1 for _, size in columns) < _MIN_ITEM:
+        columns.pop(0)
+    item_width = max(width - id_width - 1 - sum(size + 1 for _, size in columns), _MIN_ITEM)
     text = Text(no_wrap=True, overflow="ellipsis")
-    header = f"{'w':>{id_width}} {'item':<{item_width}} {'try':>{_TRY}} {'for':>{_FOR}}"
+    header = f"{'w':>{id_width}} {'item':<{item_width}}"
+    header += "".join(f" {name:>{size}}" for name, size in columns)
     text.append(_fit(header, width), "dim")
     idle: list[int] = []
     for worker_id in sorted(state.workers):
@@ -65,7 +72,9 @@ def workers_text(state: RunState, now: float, width: int) -> Text:
         item = _fit(str(worker.item_id), item_width)
         took = short_duration(max(now - worker.since, 0.0))
         text.append(_fit(f"\n{worker_id:>{id_width}} ", width + 1), "dim")
-        line = f"{item:<{item_width}} {worker.attempt:>{_TRY}} {took:>{_FOR}}"
+        values = {"try": str(worker.attempt), "for": took}
+        line = f"{item:<{item_width}}"
+        line += "".join(f" {values[name]:>{size}}" for name, size in columns)
         text.append(_fit(line, width - id_width - 1), "dim" if worker.waiting else "")
     indent = " " * (id_width + 1)
     if state.waiting:
