@@ -229,7 +229,7 @@ class Chain:
         return status
 
     def step(self, how: str) -> int | None:
-        """One process: killed ``how`` ('ingest', 'mid', 'sigint') or run to its end
+        """One process: killed ``how`` ('ingest', 'mid', 'sigint', 'sigterm') or run to its end
         ('finish'). Returns the exit status, or None if it was SIGKILLed."""
         succeeded_before = len(self.state()[2])
         proc = self.start()
@@ -238,12 +238,12 @@ class Chain:
                 time.sleep(self.rng.uniform(0, 0.004))
                 self.kill(proc, how, signal.SIGKILL)
                 return None
-        elif how in ("mid", "sigint"):
+        elif how in ("mid", "sigint", "sigterm"):
             remaining = N_ITEMS - succeeded_before
             target = self.tail.poll() + self.rng.randint(remaining // 5, remaining * 3 // 5)
             if self.wait_for(proc, lambda: self.tail.poll() >= target):
                 time.sleep(self.rng.uniform(0, 0.03))
-                sig = signal.SIGKILL if how == "mid" else signal.SIGINT
+                sig = {"mid": signal.SIGKILL, "sigint": signal.SIGINT}.get(how, signal.SIGTERM)
                 status = self.kill(proc, how, sig)
                 return None if how == "mid" else status
         status = proc.wait(PROCESS_TIMEOUT)
@@ -426,12 +426,16 @@ def test_resume_closes_the_attempts_a_kill_left_open(trial: Trial) -> None:
     )
 
 
-def test_ctrl_c_exits_130_records_interrupted_items_and_resume_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("how", "expected"), [("sigint", 130), ("sigterm", 143)])
+def test_a_signal_mid_run_exits_cleanly_records_interrupted_items_and_resume_completes(
+    tmp_path: Path, how: str, expected: int
+) -> None:
+    """Ctrl-C (SIGINT) exits 130 and SIGTERM 143, both with the same clean stop."""
     with simulator_process(tmp_path) as (url, ledger):
         chain = Chain(tmp_path, url, ledger, random.Random(5))
-        status = chain.step("sigint")
+        status = chain.step(how)
         out = chain.output(0)
-        assert status == 130, f"{chain.report()}\n{out[-2000:]}"
+        assert status == expected, f"{chain.report()}\n{out[-2000:]}"
         assert "Traceback" not in out, out
         assert "interrupt" in out
         [kill] = chain.kills

@@ -182,10 +182,19 @@ class RunStore:
             raise StoreError(f"{self.path} is open read-only")
         db = self._db
         async with self._lock:
+            # A cancelled await does not stop the statement in the connection's thread: a
+            # BEGIN cut short by a Ctrl-C still begins, and must then be rolled back, or
+            # every later statement finds "a transaction within a transaction".
+            begin = asyncio.ensure_future(db.execute("BEGIN IMMEDIATE"))
             try:
-                await db.execute("BEGIN IMMEDIATE")
+                await asyncio.shield(begin)
             except sqlite3.OperationalError as exc:  # busy past busy_timeout
                 raise StoreError(f"{self.path} is locked by another writer ({exc})") from None
+            except asyncio.CancelledError:
+                await asyncio.wait([begin])
+                if db.in_transaction:
+                    await db.rollback()
+                raise
             try:
                 yield db
             except BaseException:
