@@ -72,7 +72,7 @@ async def test_starts_the_runner_and_shows_the_run() -> None:
         assert "ok 55  failed 5  retries 5  busy 3/4" in text(app, "#counts")
         assert "429s 3" in text(app, "#limits-inline")
         assert "cooldown 12.5s" in text(app, "#limits-inline")
-        assert "rpm 600" in text(app, "#limits-inline")
+        assert "rpm 60/600" in text(app, "#limits-inline")  # sent in the last minute / limit
         assert "in 13.2k" in text(app, "#token-counts")
         assert "cost $0.0126" in text(app, "#cost")
         assert "→ $0.0252" in text(app, "#cost")
