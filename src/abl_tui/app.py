@@ -476,19 +476,8 @@ class DashboardApp(App[None]):
                 )
             )
         if on_main:
-            panel = self.main.failed
-            commands.append(
-                ("Search failed items", "Filter the table by id or message", panel.open_search)
-            )
-            for name in ("failed", "retried", "all"):
-                if panel.status_filter != name:
-                    commands.append(
-                        (
-                            f"Show {name} items",
-                            f"Filter the failed-items table: {name}",
-                            lambda name=name: setattr(panel, "status_filter", name),
-                        )
-                    )
+            commands.extend(self._panel_commands())
+        commands.append(("Help", "Every key, by screen", self.action_help))
         if self.can_show_runs() and not isinstance(screen, RunsScreen):
             commands.append(
                 ("Runs", "Past runs: resume one or retry its failed items", self.show_runs)
@@ -497,6 +486,29 @@ class DashboardApp(App[None]):
             commands.extend(screen.palette_commands())
         if not on_main and not screen.is_modal:
             commands.append(("Back to the dashboard", "Close this screen", self._back_to_main))
+        return commands
+
+    def _panel_commands(self) -> list[Command]:
+        """The failed panel's filters and search, the category groups and the event log."""
+        panel = self.main.failed
+        commands: list[Command] = [
+            ("Search failed items", "Filter the table by id or message", panel.open_search),
+            ("Next error category", "Show (and retry) one group of failures", panel.cycle_category),
+            (
+                "Event log",
+                "Show or hide the log of rounds, cooldowns and actions",
+                self.main.action_toggle_log,
+            ),
+        ]
+        for name in ("failed", "retried", "all"):
+            if panel.status_filter != name:
+                commands.append(
+                    (
+                        f"Show {name} items",
+                        f"Filter the failed-items table: {name}",
+                        lambda name=name: setattr(panel, "status_filter", name),
+                    )
+                )
         return commands
 
     def _pause(self) -> None:
