@@ -88,6 +88,7 @@ def summary_table(state: RunState, status: str, now: float | None = None) -> Tab
     table.add_column(style="bold")
     table.add_column(justify="right")
     rows: list[tuple[str, str]] = [
+        ("model", state.model or "?"),
         ("items", f"{state.total:,}"),
         ("succeeded", f"{state.succeeded:,}"),
         ("failed", f"{state.failed:,}"),
@@ -128,6 +129,7 @@ def retry_hint(state: RunState, command: str) -> str:
 _RUN_COLUMNS = (
     "id",
     "name",
+    "model",
     "status",
     "total",
     "succeeded",
@@ -162,7 +164,7 @@ def _iso(stamp: float | str | None) -> str | None:
 
 
 #: Columns left out of the runs table in a terminal narrower than ``_WIDE`` columns.
-_NARROW_DROPS, _WIDE = ("tokens", "finished"), 100
+_NARROW_DROPS, _WIDE = ("tokens", "finished", "model"), 100
 
 
 def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | None = None) -> None:
@@ -175,6 +177,8 @@ def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | No
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return
+    for row, run in zip(rows, runs, strict=True):  # the table also says which model ran
+        row["model"] = (getattr(run, "settings", None) or {}).get("model")
     if console is None:
         console = Console() if sys.stdout.isatty() else Console(width=200)
     if not rows:
@@ -188,7 +192,7 @@ def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | No
             key,
             no_wrap=True,
             overflow="ellipsis",
-            max_width={"name": 10 if narrow else 24, "status": 11}.get(key),
+            max_width={"name": 10 if narrow else 24, "status": 11, "model": 24}.get(key),
             min_width=19 if key == "id" else None,
             justify="right" if key in _NUMERIC else "left",
         )
