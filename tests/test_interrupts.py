@@ -61,6 +61,16 @@ def _signal_mid_ingest(proc: subprocess.Popen[str], db: Path, sig: int) -> int:
     return stored
 
 
+def _leased(db: Path) -> bool:
+    if not db.exists():
+        return False
+    with contextlib.suppress(sqlite3.Error):
+        uri = f"{db.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as conn:
+            return bool(conn.execute("SELECT count(*) FROM leases").fetchone()[0])
+    return False
+
+
 def _run_big(folder: Path, *extra: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*ABL, "run", "big.jsonl", "--headless", "--db", "runs.db", *extra],
@@ -181,6 +191,10 @@ def test_a_signal_while_waiting_for_another_owner_leaves_its_run_alone(tmp_path:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
+            deadline = time.monotonic() + PROCESS_TIMEOUT
+            while not _leased(tmp_path / "runs.db"):  # the owner has its run
+                assert owner.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
             waiter = subprocess.Popen(
                 [*ABL, "resume", "latest", "--wait", "--headless", "--db", "runs.db"],
                 cwd=tmp_path,

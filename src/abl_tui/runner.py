@@ -47,6 +47,9 @@ INGEST_FILE = "items_file"
 INGEST_FINGERPRINT = "items_fingerprint"
 #: Seconds to wait for a store that refuses writes (disk full, locked) before stopping.
 STORE_WAIT = 30.0
+#: Seconds a write of the runner's own (heartbeat, statuses) waits for another process's
+#: lock: short, so a run stopped while the store is locked ends within seconds.
+STORE_BUSY_TIMEOUT = 2.0
 #: Seconds the last writes of a run being given up may wait for a lock.
 GIVE_UP_BUSY_TIMEOUT = 1.0
 
@@ -159,6 +162,7 @@ class Runner:
         self._preload: asyncio.Future[Any] | None = None
         self._new_store = False  # this run created the store file
         self._bad_input = False  # the batch file was refused while being stored
+        self._unwritable = False  # the store refused even the interruption's record
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -209,7 +213,7 @@ class Runner:
             if self.settings is not None:
                 self._preload_provider(self.settings)
             self._new_store = not self.plan.db_path.exists()
-            self._store = await RunStore.open(self.plan.db_path)
+            self._store = await RunStore.open(self.plan.db_path, busy_timeout=STORE_BUSY_TIMEOUT)
             self._keeper = LeaseKeeper(self._store, self.claim, on_lost=self._lease_lost)
             await self._open_run()
             left = self.initial["total"] - self.initial["succeeded"] - self.initial["failed"]
@@ -443,8 +447,9 @@ class Runner:
                 if loop.time() >= deadline:
                     break
                 await asyncio.sleep(writer.flush_interval)
+        giving_up = self._stop_reason is not None or writer.error is not None
         try:
-            await writer.close(busy_timeout=None if writer.error is None else GIVE_UP_BUSY_TIMEOUT)
+            await writer.close(busy_timeout=GIVE_UP_BUSY_TIMEOUT if giving_up else None)
         except StoreError:
             reason = self._stop_reason or self._describe(writer.error)
             raise StoreUnwritable(reason) from None
@@ -550,7 +555,7 @@ class Runner:
                 await self._record_interruption(store)
         finally:
             if self._keeper is not None:
-                await self._keeper.release()
+                await self._keeper.release(write=not self._unwritable)
             await store.close()
 
     async def _record_interruption(self, store: RunStore) -> None:
@@ -568,6 +573,7 @@ class Runner:
             await store.mark_interrupted(self.run_id, note=self.outcome.store_failure)
             run = await store.get_run(self.run_id)
         except (StoreError, sqlite3.Error) as exc:  # the next resume records it
+            self._unwritable = True
             logger.warning("could not record the interruption of run %s: %s", self.run_id, exc)
             self.outcome.status = "interrupted"
             return

@@ -27,6 +27,14 @@ def is_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the OS refusing a write (a file size limit, a full disk SQLite did
+    not recognise as such, a failing device)."""
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorname", "") in ("SQLITE_IOERR_WRITE", "SQLITE_IOERR")
+    return isinstance(exc, OSError) and exc.errno in (errno.EFBIG, errno.EIO)
+
+
 def is_locked(exc: BaseException) -> bool:
     """Whether ``exc`` says another connection holds the file's write lock."""
     if not isinstance(exc, sqlite3.Error):
@@ -71,6 +79,11 @@ def describe_write_error(exc: BaseException | None, path: Path) -> str:
         return str(exc)
     if exc is not None and is_full(exc):
         return f"the run store {path} is full: no room left on its disk (or its size limit)"
+    if exc is not None and is_write_failure(exc):
+        return (
+            f"the run store {path} cannot grow: writing to it failed ({exc}; a full disk "
+            "or a file size limit does this)"
+        )
     if exc is None or is_locked(exc):
         holders = lock_holders(path)
         who = f" by pid {', '.join(map(str, holders))}" if holders else " by another process"

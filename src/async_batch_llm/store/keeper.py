@@ -87,16 +87,17 @@ class LeaseKeeper:
             except StoreError as exc:  # locked or full: the next beat tries again
                 logger.warning("run store: could not renew the lease of run %s: %s", run_id, exc)
 
-    async def release(self) -> None:
+    async def release(self, *, write: bool = True) -> None:
         """Stop the heartbeat and delete the lease (best effort: a dead owner's lease is
-        taken over anyway)."""
+        taken over anyway). ``write=False`` only stops the heartbeat: for a store known to
+        refuse writes, whose lease the next owner takes over once this process is gone."""
         task, self._heartbeat = self._heartbeat, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         run_id, self.run_id = self.run_id, None
-        if run_id is not None:
+        if run_id is not None and write:
             try:
                 await self.store.release_lease(run_id, self.claim)
             except StoreError as exc:

@@ -15,6 +15,7 @@ is killed at any instant; only an OS crash or power cut can lose the last commit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sqlite3
@@ -27,6 +28,7 @@ from typing import Any, TextIO
 
 import aiosqlite
 
+from .diagnose import describe_write_error
 from .encode import clean_text, from_json, new_run_id, strip_secrets, to_json
 from .errors import StoreError
 from .lease import (
@@ -197,10 +199,14 @@ class RunStore:
                 raise
             try:
                 yield db
-            except BaseException:
-                await db.rollback()
+                await db.commit()
+            except BaseException as exc:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.rollback()
+                if isinstance(exc, sqlite3.OperationalError):  # full, locked, failing disk
+                    raise StoreError(describe_write_error(exc, self.path)) from None
                 raise
-            await db.commit()
 
     async def _fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._lock:

@@ -42,6 +42,10 @@ FOLD_INTERVAL = 0.01
 HANDOFF = 0.001
 #: Events that are folded at once, without waiting for the next fold's time.
 FOLD_EVENTS = 128
+#: Seconds a commit waits for another connection's write lock before it fails (and is
+#: tried again, its rows kept): short, so that a lock held by another process is known
+#: (and dispatch held back) within a second rather than after the store's busy timeout.
+WRITER_BUSY_TIMEOUT = 1.0
 
 _EV = ProcessingEvent
 _COMPLETED = _EV.ITEM_COMPLETED
@@ -264,7 +268,7 @@ class StoreObserver(BaseObserver):
         self._committer = Committer(
             self.store.uri,
             self.run_id,
-            busy_timeout=self.store.busy_timeout,
+            busy_timeout=min(self.store.busy_timeout, WRITER_BUSY_TIMEOUT),
             retry_interval=self.flush_interval,
             label=str(self.store.path),
             owner=self.owner,
