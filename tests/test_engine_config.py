@@ -112,6 +112,7 @@ INVALID_RETRY = [
     ("max_attempts", -1),
     ("max_attempts", 2.5),
     ("initial_wait", -0.1),
+    ("initial_wait", 0),
     ("max_wait", -1.0),
     ("exponential_base", 0.5),
     ("exponential_base", -2),
@@ -137,6 +138,8 @@ INVALID_RATE_LIMIT = [
     ("slow_start_final_delay", -0.5),
     ("backoff_multiplier", 0.5),
     ("max_rate_limit_retries", -1),
+    ("max_cooldown_seconds", 0),
+    ("max_cooldown_seconds", -5.0),
 ]
 
 
@@ -155,7 +158,7 @@ def test_valid_edge_values_accepted() -> None:
         max_tokens_per_minute=1,
         progress_callback_timeout=None,
     )
-    RetryConfig(max_attempts=1, initial_wait=0.0, max_wait=0.0, exponential_base=1.0)
+    RetryConfig(max_attempts=1, initial_wait=0.001, max_wait=0.001, exponential_base=1.0)
     RateLimitConfig(cooldown_seconds=0.0, slow_start_items=0, max_rate_limit_retries=0)
 
 

@@ -385,7 +385,7 @@ async def test_timeout_becomes_retryable_framework_timeout(
     error = results["y"].error or ""
     assert "FrameworkTimeoutError" in error
     assert "0.05" in error and "timeout_per_item" in error
-    assert results["y"].error_category == "timeout"
+    assert results["y"].error_category == "framework_timeout"
     retry_types = {d["error_type"] for d in recorder.of(EV.ITEM_RETRY)}
     assert retry_types == {"FrameworkTimeoutError"}
     assert issubclass(FrameworkTimeoutError, TimeoutError)

@@ -213,14 +213,16 @@ class Model:
         self.prepared = 0
         self.cleaned = 0
 
-    async def generate(self, prompt: str, *, temperature: float = 0.0) -> LLMResponse[str]:
+    async def generate(self, prompt: str, *, temperature: float = 0.0) -> LLMResponse:
         self.temperatures.append(temperature)
         if len(self.temperatures) <= self.fail_first:
             raise RuntimeError("503 overloaded")
         return LLMResponse(
-            output=f"gen:{prompt}",
-            token_usage={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
-            safety_ratings={"HARM_CATEGORY_HATE_SPEECH": "NEGLIGIBLE"},
+            text=f"gen:{prompt}",
+            input_tokens=3,
+            output_tokens=4,
+            total_tokens=7,
+            metadata={"safety_ratings": {"HARM_CATEGORY_HATE_SPEECH": "NEGLIGIBLE"}},
         )
 
 
@@ -236,7 +238,9 @@ def test_llm_model_protocols() -> None:
     assert isinstance(Model(), LLMModel)
     assert not isinstance(Model(), ManagedLLMModel)
     assert isinstance(ManagedModel(), ManagedLLMModel)
-    assert LLMResponse(output="x").text == "x"
+    response = LLMResponse("x", 2, 1, 3)
+    assert response.token_usage == {"input_tokens": 2, "output_tokens": 1, "total_tokens": 3}
+    assert LLMResponse("x", 2, 1, 3, cached_input_tokens=1).token_usage["cached_input_tokens"] == 1
 
 
 async def test_gemini_strategy_output_usage_and_safety_ratings(fast_config: Config) -> None:
@@ -486,8 +490,8 @@ async def test_fixed_delay_strategy() -> None:
     [
         ("server_error", "server_overloaded", 3),
         ("bad_request", "client_error", 1),
-        ("error", "RuntimeError", 3),
-        (KeyError("k"), "KeyError", 3),
+        ("error", "unknown", 3),
+        (KeyError("k"), "logic_error", 1),
     ],
 )
 async def test_fake_strategy_steps(

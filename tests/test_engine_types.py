@@ -84,10 +84,15 @@ def test_public_name_listed_in_all(name: str) -> None:
     assert name in async_batch_llm.__all__
 
 
-def test_aliases_are_the_documented_classes() -> None:
-    assert async_batch_llm.SimpleBatchProcessor is async_batch_llm.ParallelBatchProcessor
-    assert async_batch_llm.SimpleWorkItem is async_batch_llm.LLMWorkItem
-    assert async_batch_llm.SimpleResult is async_batch_llm.WorkItemResult
+def test_aliases_take_one_type_parameter_as_documented() -> None:
+    """``SimpleBatchProcessor[T]`` is ``ParallelBatchProcessor[str, T, None]``, and so on."""
+    abl = async_batch_llm
+    assert abl.SimpleBatchProcessor[int] == abl.ParallelBatchProcessor[str, int, None]
+    assert abl.SimpleWorkItem[int] == abl.LLMWorkItem[str, int, None]
+    assert abl.SimpleResult[int] == abl.WorkItemResult[int, None]
+    item = abl.SimpleWorkItem[str](item_id="1", strategy=ok_strategy(), prompt="Hello")
+    assert isinstance(item, abl.LLMWorkItem)
+    assert isinstance(abl.SimpleBatchProcessor[str](), abl.ParallelBatchProcessor)
 
 
 def test_batch_processor_is_abstract_base_of_parallel() -> None:
@@ -127,7 +132,7 @@ def test_unknown_attribute_raises_attribute_error() -> None:
 def test_work_item_rejects_empty_or_blank_id(bad_id: str) -> None:
     with pytest.raises(ValueError, match="item_id") as info:
         LLMWorkItem(bad_id, ok_strategy(), "p")
-    assert "empty" in str(info.value) or "blank" in str(info.value)
+    assert "non-empty" in str(info.value) or "whitespace only" in str(info.value)
 
 
 @pytest.mark.parametrize("bad_id", [None, 42, b"abc", ["a"]])

@@ -6,11 +6,12 @@ Importing this package is cheap: litellm is imported only when a provider call n
 from __future__ import annotations
 
 from importlib import metadata as _metadata
-from typing import Any
+from typing import Any, TypeVar
 
 from .base import (
     BatchProcessor,
     BatchResult,
+    LLMResponse,
     LLMWorkItem,
     PostProcessorFunc,
     ProcessingStats,
@@ -19,15 +20,9 @@ from .base import (
     TokenUsage,
     WorkItemResult,
 )
-from .core.config import ProcessorConfig, RateLimitConfig, RetryConfig
-from .llm_strategies import (
-    GeminiStrategy,
-    LLMCallStrategy,
-    LLMModel,
-    LLMResponse,
-    ManagedLLMModel,
-    PydanticAIStrategy,
-)
+from .classifiers import GeminiErrorClassifier
+from .core import LLMModel, ManagedLLMModel, ProcessorConfig, RateLimitConfig, RetryConfig
+from .llm_strategies import GeminiStrategy, LLMCallStrategy, PydanticAIStrategy
 from .middleware.base import BaseMiddleware, Middleware
 from .observers.base import BaseObserver, ProcessingEvent, ProcessorObserver
 from .observers.metrics import MetricsObserver
@@ -46,11 +41,18 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     from ._version import VERSION as __version__
 
-SimpleBatchProcessor = ParallelBatchProcessor
-SimpleWorkItem = LLMWorkItem
-SimpleResult = WorkItemResult
+_T = TypeVar("_T")
+
+#: ``ParallelBatchProcessor[str, T, None]``: string prompts, output ``T``, no context.
+SimpleBatchProcessor = ParallelBatchProcessor[str, _T, None]
+#: ``LLMWorkItem[str, T, None]``.
+SimpleWorkItem = LLMWorkItem[str, _T, None]
+#: ``WorkItemResult[T, None]``.
+SimpleResult = WorkItemResult[_T, None]
 
 _LAZY = {
+    "GeminiModel": "async_batch_llm.models",
+    "GeminiCachedModel": "async_batch_llm.models",
     "LiteLLMStrategy": "async_batch_llm.providers.litellm",
     "LiteLLMErrorClassifier": "async_batch_llm.providers.litellm_errors",
 }
@@ -79,6 +81,9 @@ __all__ = [
     "ExponentialBackoffStrategy",
     "FixedDelayStrategy",
     "FrameworkTimeoutError",
+    "GeminiCachedModel",
+    "GeminiErrorClassifier",
+    "GeminiModel",
     "GeminiStrategy",
     "LLMCallStrategy",
     "LLMModel",

@@ -37,6 +37,31 @@ ProgressCallbackFunc = Callable[[int, int, "str | None"], Awaitable[None] | None
 
 
 @dataclass
+class LLMResponse:
+    """What an ``LLMModel.generate`` returns, whatever the provider: text, tokens, extras."""
+
+    text: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cached_input_tokens: int = 0
+    metadata: dict[str, Any] | None = None
+    raw: Any = None
+
+    @property
+    def token_usage(self) -> TokenUsage:
+        """The counts as a :class:`TokenUsage` (``cached_input_tokens`` only when non-zero)."""
+        usage: TokenUsage = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_input_tokens:
+            usage["cached_input_tokens"] = self.cached_input_tokens
+        return usage
+
+
+@dataclass
 class LLMWorkItem(Generic[TInput, TOutput, TContext]):
     """One unit of work: an id, the strategy that makes the call, its prompt and context."""
 
@@ -50,20 +75,31 @@ class LLMWorkItem(Generic[TInput, TOutput, TContext]):
         if type(item_id) is not str or not item_id or item_id.isspace():
             _check_item_id(item_id)  # one check on the common path; the message on the rare one
         if self.strategy is None:
-            raise ValueError(f"strategy must not be None (item_id={self.item_id!r})")
+            raise ValueError(
+                "strategy must not be None. "
+                "Pass an LLMCallStrategy instance (e.g., PydanticAIStrategy, GeminiStrategy, "
+                "or your custom subclass)."
+            )
         if not isinstance(self.prompt, str):
             raise TypeError(
-                f"prompt must be a string, got {type(self.prompt).__name__} "
-                f"(item_id={self.item_id!r})"
+                f"prompt must be a string (got {type(self.prompt).__name__}: "
+                f"{repr(self.prompt)[:80]}). "
+                "If you need to pass structured data, serialize it to a string first."
             )
 
 
 def _check_item_id(item_id: object) -> None:
-    """Raise the error a bad ``item_id`` deserves (a str subclass is accepted)."""
-    if not isinstance(item_id, str):
-        raise ValueError(f"item_id must be a non-empty string, got {type(item_id).__name__}")
+    """Raise the reference's error for a bad ``item_id`` (a str subclass is accepted)."""
+    if not item_id or not isinstance(item_id, str):
+        raise ValueError(
+            f"item_id must be a non-empty string (got {type(item_id).__name__}: {item_id!r}). "
+            "Provide a unique string identifier for this work item."
+        )
     if not item_id.strip():
-        raise ValueError("item_id must be a non-empty string, got an empty or blank one")
+        raise ValueError(
+            f"item_id cannot be whitespace only (got {item_id!r}). "
+            "Provide a non-whitespace string identifier."
+        )
 
 
 @dataclass(slots=True)
@@ -135,8 +171,7 @@ class BatchResult(Generic[TOutput, TContext]):
 
     def effective_input_tokens(self) -> int:
         """Input tokens as billed when cached tokens cost 10 % of the normal price."""
-        uncached = self.total_input_tokens - self.total_cached_tokens
-        return int(uncached + self.total_cached_tokens * 0.1)
+        return self.total_input_tokens - int(self.total_cached_tokens * 0.9)
 
     def in_input_order(
         self, item_ids: list[str] | None = None
@@ -178,6 +213,11 @@ class RetryState(dict[str, Any]):
             del self[key]
         else:
             self.pop(key, None)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The state itself, under the reference's attribute name."""
+        return self
 
     def __repr__(self) -> str:
         return f"RetryState({dict.__repr__(self)})"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, NoReturn
 
-from .base import TokenUsage, TOutput
+from .base import LLMResponse, TokenUsage, TOutput
+from .core.protocols import LLMModel, ManagedLLMModel
+from .strategies.errors import TokenTrackingError
 
 if TYPE_CHECKING:
     from .base import RetryState
@@ -55,8 +57,8 @@ class LLMCallStrategy(ABC, Generic[TOutput]):
         """Release what ``prepare`` acquired."""
 
     async def dry_run(self, prompt: str) -> tuple[TOutput, TokenUsage]:
-        """A stand-in result without calling the provider."""
-        output: Any = f"[dry-run] {prompt[:50]}"
+        """A stand-in result without calling the provider (100 input, 50 output tokens)."""
+        output: Any = f"[DRY-RUN] Mock output for prompt: {prompt[:50]}..."
         return output, make_usage(100, 50)
 
     def estimate_tokens(self, prompt: str) -> int:
@@ -64,85 +66,88 @@ class LLMCallStrategy(ABC, Generic[TOutput]):
         return len(prompt) // 4 + 1
 
 
-@dataclass
-class LLMResponse(Generic[TOutput]):
-    """What an :class:`LLMModel` returns: the output, its usage and provider extras."""
+class CallResult(tuple):  # type: ignore[type-arg]
+    """``(output, usage)`` that also carries call metadata (cost, safety ratings) to the engine.
 
-    output: TOutput
-    token_usage: TokenUsage = field(default_factory=lambda: make_usage())
-    safety_ratings: dict[str, str] | None = None
-    metadata: dict[str, Any] | None = None
+    It unpacks as the documented two-tuple, so code that calls ``execute`` directly is
+    unaffected; the engine reads ``.metadata`` as it reads a three-tuple's third element.
+    """
 
-    @property
-    def text(self) -> Any:
-        """Alias of ``output`` for text models."""
-        return self.output
+    metadata: dict[str, Any] | None
 
-
-@runtime_checkable
-class LLMModel(Protocol[TOutput]):
-    """Any object that can generate a response for a prompt."""
-
-    async def generate(self, prompt: str, *, temperature: float = ...) -> LLMResponse[TOutput]:
-        """Generate one response."""
-        ...
+    def __new__(
+        cls, output: Any, usage: TokenUsage, metadata: dict[str, Any] | None = None
+    ) -> CallResult:
+        result = super().__new__(cls, (output, usage))
+        result.metadata = metadata
+        return result
 
 
-@runtime_checkable
-class ManagedLLMModel(LLMModel[TOutput], Protocol[TOutput]):
-    """An :class:`LLMModel` with set-up and tear-down."""
-
-    async def prepare(self) -> None:
-        """Acquire resources before the first call."""
-        ...
-
-    async def cleanup(self) -> None:
-        """Release resources after the last call."""
-        ...
+def raise_with_token_usage(error: Exception, usage: TokenUsage) -> NoReturn:
+    """Re-raise ``error`` carrying the tokens its call consumed (wrapped if it cannot hold them)."""
+    if hasattr(error, "__dict__"):
+        error.__dict__["_failed_token_usage"] = usage
+        raise error
+    raise TokenTrackingError(str(error), token_usage=usage) from error
 
 
 class GeminiStrategy(LLMCallStrategy[TOutput]):
-    """Calls an :class:`LLMModel`; raises the temperature a little on each retry."""
+    """Calls an :class:`LLMModel` and parses its :class:`LLMResponse` (``text`` by default).
+
+    The model's ``prepare``/``cleanup`` (a provider-side cache) run with the strategy's.
+    Beyond the reference: ``retry_temperature_step`` raises the temperature on each retry,
+    and the response's safety ratings reach ``WorkItemResult.gemini_safety_ratings``.
+    """
 
     def __init__(
         self,
-        model: LLMModel[TOutput],
+        model: LLMModel,
+        response_parser: Callable[[LLMResponse], TOutput] | None = None,
         *,
         temperature: float = 0.0,
         retry_temperature_step: float = 0.0,
     ) -> None:
         if model is None:
-            raise ValueError("model must not be None")
+            raise ValueError("model must not be None: pass an LLMModel such as GeminiModel")
         self.model = model
+        self.response_parser: Callable[[LLMResponse], Any] = response_parser or _text_of
         self.temperature = temperature
         self.retry_temperature_step = retry_temperature_step
 
     async def prepare(self) -> None:
-        prepare = getattr(self.model, "prepare", None)
-        if prepare is not None:
-            await prepare()
+        if isinstance(self.model, ManagedLLMModel):
+            await self.model.prepare()
 
     async def cleanup(self) -> None:
-        cleanup = getattr(self.model, "cleanup", None)
-        if cleanup is not None:
-            await cleanup()
+        if isinstance(self.model, ManagedLLMModel):
+            await self.model.cleanup()
 
     async def execute(
         self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
-    ) -> tuple[TOutput, TokenUsage, dict[str, Any]]:
+    ) -> tuple[TOutput, TokenUsage]:
         temperature = self.temperature + self.retry_temperature_step * (attempt - 1)
         response = await self.model.generate(prompt, temperature=temperature)
-        metadata: dict[str, Any] = dict(response.metadata or {})
-        if response.safety_ratings is not None:
-            metadata["gemini_safety_ratings"] = response.safety_ratings
-        return response.output, response.token_usage, metadata
+        usage = response.token_usage
+        try:
+            output = self.response_parser(response)
+        except Exception as error:
+            raise_with_token_usage(error, usage)
+        ratings = (response.metadata or {}).get("safety_ratings")
+        if ratings is None:
+            return output, usage
+        return CallResult(output, usage, {"gemini_safety_ratings": ratings})
+
+
+def _text_of(response: LLMResponse) -> Any:
+    return response.text
 
 
 class PydanticAIStrategy(LLMCallStrategy[TOutput]):
     """Runs any agent with ``async run(prompt)`` (pydantic-ai's ``Agent`` or a look-alike).
 
-    The result's ``.output`` (or older ``.data``) is the output; ``.usage()`` gives tokens.
-    pydantic-ai itself is never imported.
+    The result's ``.output`` (or older ``.data``) is the output; ``.usage()`` gives tokens,
+    read before the output so a reply that fails validation is still counted. pydantic-ai
+    itself is never imported, so constructing one never fails for want of it.
     """
 
     def __init__(self, agent: Any) -> None:
@@ -154,8 +159,35 @@ class PydanticAIStrategy(LLMCallStrategy[TOutput]):
         self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
     ) -> tuple[TOutput, TokenUsage]:
         result = await self.agent.run(prompt)
-        output = result.output if hasattr(result, "output") else result.data
-        return output, usage_from_agent_result(result)
+        usage = usage_from_agent_result(result)
+        try:
+            output = result.output
+        except AttributeError:
+            output = _legacy_output(result, usage)
+        except Exception as error:
+            raise_with_token_usage(error, usage)
+        return output, usage
+
+    async def dry_run(self, prompt: str) -> tuple[TOutput, TokenUsage]:
+        """An unvalidated instance of the agent's pydantic ``result_type`` (base dry run else)."""
+        try:
+            result_type = self.agent.result_type
+            construct = getattr(result_type, "model_construct", None)
+            if not isinstance(result_type, type) or construct is None:
+                return await super().dry_run(prompt)
+            output = construct()
+        except Exception:
+            return await super().dry_run(prompt)
+        words = len(prompt.split())
+        return output, {"input_tokens": words, "output_tokens": 50, "total_tokens": words + 50}
+
+
+def _legacy_output(result: Any, usage: TokenUsage) -> Any:
+    """Older pydantic-ai results hold the output in ``.data``."""
+    try:
+        return result.data
+    except Exception as error:
+        raise_with_token_usage(error, usage)
 
 
 def usage_from_agent_result(result: Any) -> TokenUsage:

@@ -26,6 +26,7 @@ from .base import (
     RetryState,
     TContext,
     TInput,
+    TokenUsage,
     TOutput,
     WorkItemResult,
 )
@@ -33,6 +34,7 @@ from .core.config import ProcessorConfig
 from .core.events import EventDispatcher
 from .core.pacing import Pacer
 from .core.resume import ResumedCoroutine
+from .core.signatures import NO_STATE, POSITIONAL, call_shape
 from .middleware.base import Middleware
 from .observers.base import ProcessingEvent, ProcessorObserver
 from .strategies.errors import (
@@ -113,6 +115,8 @@ class ParallelBatchProcessor(
         self._stats = ProcessingStats()
         self._strategies: dict[int, tuple[Any, _Strategy]] = {}
         self._prepared: set[int] = set()  # ids of prepared strategies: the hot path's check
+        # How each strategy class takes ``state`` (execute, on_error): see core.signatures.
+        self._shapes: dict[type, tuple[int, int]] = {}
         # One delivery function per hot event (None when no observer takes it).
         emitter = self._events.emitter
         self._on_started = emitter(_EV.ITEM_STARTED)
@@ -162,7 +166,10 @@ class ParallelBatchProcessor(
     async def add_work(self, work_item: LLMWorkItem[TInput, TOutput, TContext]) -> None:
         """Queue an item. In streaming mode this waits while the queue is full."""
         if self._started and not self._streaming:
-            raise RuntimeError("cannot add work after process_all() has started")
+            raise RuntimeError(
+                "Cannot add work after process_all() has started. "
+                "Create a new processor instance for additional batches."
+            )
         if self._queue is None:
             self._extend_backlog((work_item,))
             return
@@ -365,14 +372,7 @@ class ParallelBatchProcessor(
         if self._cooldown_handle is not None:
             self._cooldown_handle.cancel()
             self._cooldown_handle = None
-        for strategy, info in list(self._strategies.values()):
-            if info.prepared:
-                try:
-                    await strategy.cleanup()
-                except Exception:
-                    logger.exception("cleanup of strategy %r failed", strategy)
-                info.prepared = False
-        self._prepared.clear()
+        await self._cleanup_strategies()
         await self._events.drain()
         self._events.close()
 
@@ -505,11 +505,12 @@ class ParallelBatchProcessor(
         rate_limited = 0
         pacer = self._pacer
         on_started = self._on_started
+        shapes = self._shapes
         while True:
             work = item
             if self.middlewares:
-                work = await self._before_process(item)
-                if work is None:
+                before = await self._before_process(item)
+                if before is None:
                     return await self._fail(
                         item,
                         index,
@@ -520,6 +521,7 @@ class ParallelBatchProcessor(
                         (usage_in, usage_out, usage_cached, cost),
                         "skipped",
                     )
+                work = before
             # Nothing awaits between admission and the call: no attempt starts in a cooldown.
             estimate = 0
             if not self._admit_freely:
@@ -530,11 +532,17 @@ class ParallelBatchProcessor(
                 on_started({"item_id": item.item_id, "worker_id": worker_id, "attempt": attempt})
             deadline: asyncio.Timeout | None = None
             try:
-                call = (
-                    work.strategy.dry_run(work.prompt)
-                    if dry_run
-                    else work.strategy.execute(work.prompt, attempt, timeout, state)
-                )
+                strategy = work.strategy
+                shape = shapes.get(type(strategy)) or self._shape_of(strategy)
+                call: Any
+                if dry_run:
+                    call = strategy.dry_run(work.prompt)
+                elif shape[0] == POSITIONAL:
+                    call = strategy.execute(work.prompt, attempt, timeout, state)
+                elif shape[0] == NO_STATE:  # written for the API before ``state``
+                    call = strategy.execute(work.prompt, attempt, timeout)
+                else:
+                    call = strategy.execute(work.prompt, attempt, timeout, state=state)
                 # Step the call once in place: one that finishes without awaiting needs no
                 # timer; one that awaits carries on under the per-attempt timeout.
                 try:
@@ -545,7 +553,9 @@ class ParallelBatchProcessor(
                     deadline = asyncio.timeout(timeout)
                     async with deadline:
                         returned = await ResumedCoroutine(call, first)
-                if type(returned) is not tuple or not 2 <= len(returned) <= 3:
+                if (
+                    type(returned) is not tuple and not isinstance(returned, tuple)
+                ) or not 2 <= len(returned) <= 3:
                     raise StrategyReturnError(
                         f"{type(work.strategy).__name__}.execute must return (output, usage) or "
                         f"(output, usage, metadata), got {type(returned).__name__}"
@@ -568,9 +578,13 @@ class ParallelBatchProcessor(
                 exc = error
             else:
                 usage = returned[1]
-                if len(returned) == 3 and returned[2]:
-                    metadata = returned[2]
-                    call_cost = metadata.get("cost")
+                if len(returned) == 3:
+                    extra = returned[2]
+                else:  # a CallResult carries its metadata as an attribute
+                    extra = None if type(returned) is tuple else getattr(returned, "metadata", None)
+                if extra:
+                    metadata = extra
+                    call_cost = extra.get("cost")
                     if call_cost is not None:
                         cost = (cost or 0.0) + call_cost
                 if usage:
@@ -620,7 +634,7 @@ class ParallelBatchProcessor(
                 pacer.settle(estimate, failed_usage.get("total_tokens", 0) if failed_usage else 0)
             error_info = self._classify(work.strategy, exc)
             try:
-                await work.strategy.on_error(exc, attempt, state)
+                await self._on_error(work.strategy, exc, attempt, state)
             except Exception:
                 logger.exception("strategy.on_error failed for item %r", item.item_id)
             totals = (usage_in, usage_out, usage_cached, cost)
@@ -737,6 +751,40 @@ class ParallelBatchProcessor(
             self._prepared.add(key)
         return None
 
+    def _shape_of(self, strategy: Any) -> tuple[int, int]:
+        """How ``strategy``'s class takes ``state`` (inspected once per class)."""
+        shape = self._shapes[type(strategy)] = call_shape(strategy)
+        return shape
+
+    async def _on_error(
+        self, strategy: Any, exc: Exception, attempt: int, state: RetryState
+    ) -> None:
+        """The strategy's ``on_error``, with or without ``state`` as its class declares."""
+        passing = (self._shapes.get(type(strategy)) or self._shape_of(strategy))[1]
+        if passing == POSITIONAL:
+            await strategy.on_error(exc, attempt, state)
+        elif passing == NO_STATE:
+            await strategy.on_error(exc, attempt)
+        else:
+            await strategy.on_error(exc, attempt, state=state)
+
+    async def _ensure_strategy_prepared(self, strategy: Any) -> None:
+        """Prepare ``strategy`` once (the reference's name); a failed prepare raises."""
+        error = await self._prepare(strategy)
+        if error is not None:
+            raise error
+
+    async def _cleanup_strategies(self) -> None:
+        """Clean up every prepared strategy once (the reference's name)."""
+        for strategy, info in list(self._strategies.values()):
+            if info.prepared:
+                info.prepared = False
+                try:
+                    await strategy.cleanup()
+                except Exception:
+                    logger.exception("cleanup of strategy %r failed", strategy)
+        self._prepared.clear()
+
     async def _before_process(
         self, item: LLMWorkItem[TInput, TOutput, TContext]
     ) -> LLMWorkItem[TInput, TOutput, TContext] | None:
@@ -803,7 +851,7 @@ class ParallelBatchProcessor(
                     continue
                 if result is not None:
                     break
-        usage = {
+        usage: TokenUsage = {
             "input_tokens": usage_in,
             "output_tokens": usage_out,
             "total_tokens": usage_in + usage_out,

@@ -1,25 +1,25 @@
-"""Configuration objects of the processor, validated on construction."""
+"""Configuration objects of the processor, validated on construction.
+
+Messages are the reference library's ("max_workers must be >= 1 (got 0). Set ..."), since
+users match on them; the checks are a little stricter (booleans and non-integers refused).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 
-def _positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
 
 
-def _non_negative(name: str, value: float) -> None:
-    if isinstance(value, bool) or not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _int_at_least(name: str, value: int, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -37,15 +37,27 @@ class RetryConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        _int_at_least("max_attempts", self.max_attempts, 1)
-        _non_negative("initial_wait", self.initial_wait)
-        _non_negative("max_wait", self.max_wait)
-        if self.max_wait < self.initial_wait:
-            raise ValueError(
-                f"max_wait ({self.max_wait}) must be >= initial_wait ({self.initial_wait})"
-            )
-        if isinstance(self.exponential_base, bool) or not self.exponential_base >= 1:
-            raise ValueError(f"exponential_base must be >= 1, got {self.exponential_base!r}")
+        _check(
+            _integer(self.max_attempts) and self.max_attempts >= 1,
+            f"max_attempts must be >= 1 (got {self.max_attempts!r}). "
+            "Set retry.max_attempts to a positive integer.",
+        )
+        _check(
+            _number(self.initial_wait) and self.initial_wait > 0,
+            f"initial_wait must be > 0 (got {self.initial_wait!r}). "
+            "Set retry.initial_wait to a positive number in seconds.",
+        )
+        _check(
+            _number(self.max_wait) and self.max_wait >= self.initial_wait,
+            f"max_wait must be >= initial_wait (got max_wait={self.max_wait!r}, "
+            f"initial_wait={self.initial_wait!r}). "
+            "Set retry.max_wait to be at least as large as retry.initial_wait.",
+        )
+        _check(
+            _number(self.exponential_base) and self.exponential_base >= 1,
+            f"exponential_base must be >= 1 (got {self.exponential_base!r}). "
+            "Set retry.exponential_base to 1.0 or higher (typical values: 2.0-3.0).",
+        )
 
     def wait_before(self, attempt: int) -> float:
         """The wait before ``attempt`` (>= 2), without jitter."""
@@ -54,7 +66,13 @@ class RetryConfig:
 
 @dataclass
 class RateLimitConfig:
-    """The coordinated cooldown after a rate limit, and the slow start after it."""
+    """The coordinated cooldown after a rate limit, and the slow start after it.
+
+    Beyond the reference: ``max_rate_limit_retries`` is each item's own budget of
+    rate-limited attempts (they do not use up ``RetryConfig.max_attempts``), and
+    ``max_cooldown_seconds`` bounds any single cooldown: a provider asking for a longer
+    wait (``Retry-After``) fails the item as ``rate_limit`` instead of stalling the run.
+    """
 
     cooldown_seconds: float = 300.0
     slow_start_items: int = 50
@@ -62,24 +80,55 @@ class RateLimitConfig:
     slow_start_final_delay: float = 0.1
     backoff_multiplier: float = 1.5
     max_rate_limit_retries: int = 20
+    max_cooldown_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        _non_negative("cooldown_seconds", self.cooldown_seconds)
-        _int_at_least("slow_start_items", self.slow_start_items, 0)
-        _non_negative("slow_start_initial_delay", self.slow_start_initial_delay)
-        _non_negative("slow_start_final_delay", self.slow_start_final_delay)
-        if isinstance(self.backoff_multiplier, bool) or not self.backoff_multiplier >= 1:
-            raise ValueError(f"backoff_multiplier must be >= 1, got {self.backoff_multiplier!r}")
-        _int_at_least("max_rate_limit_retries", self.max_rate_limit_retries, 0)
+        _check(
+            _number(self.cooldown_seconds) and self.cooldown_seconds >= 0,
+            f"cooldown_seconds must be >= 0 (got {self.cooldown_seconds!r}). "
+            "Set rate_limit.cooldown_seconds to a non-negative number.",
+        )
+        _check(
+            _integer(self.slow_start_items) and self.slow_start_items >= 0,
+            f"slow_start_items must be >= 0 (got {self.slow_start_items!r}). "
+            "Set rate_limit.slow_start_items to 0 to disable or a positive number.",
+        )
+        _check(
+            _number(self.slow_start_final_delay) and self.slow_start_final_delay >= 0,
+            f"slow_start_final_delay must be >= 0 (got {self.slow_start_final_delay!r}).",
+        )
+        _check(
+            _number(self.slow_start_initial_delay)
+            and self.slow_start_initial_delay >= self.slow_start_final_delay,
+            "slow_start_initial_delay must be >= slow_start_final_delay "
+            f"(got initial={self.slow_start_initial_delay!r}, "
+            f"final={self.slow_start_final_delay!r}). "
+            "The delay should decrease during slow start, not increase.",
+        )
+        _check(
+            _number(self.backoff_multiplier) and self.backoff_multiplier >= 1.0,
+            f"backoff_multiplier must be >= 1.0 (got {self.backoff_multiplier!r}). "
+            "Set rate_limit.backoff_multiplier to 1.0 (no increase) or higher "
+            "(typical: 1.5-2.0).",
+        )
+        _check(
+            _integer(self.max_rate_limit_retries) and self.max_rate_limit_retries >= 0,
+            f"max_rate_limit_retries must be >= 0 (got {self.max_rate_limit_retries!r}).",
+        )
+        _check(
+            _number(self.max_cooldown_seconds) and self.max_cooldown_seconds > 0,
+            f"max_cooldown_seconds must be > 0 (got {self.max_cooldown_seconds!r}). "
+            "It bounds any single rate-limit cooldown, in seconds.",
+        )
 
 
 @dataclass
 class ProcessorConfig:
-    """Complete configuration of a batch processor."""
+    """Complete configuration of a batch processor (the reference's fields, then ours)."""
 
     max_workers: int = 5
     timeout_per_item: float = 120.0
@@ -100,20 +149,62 @@ class ProcessorConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid field."""
-        _int_at_least("max_workers", self.max_workers, 1)
-        _positive("timeout_per_item", self.timeout_per_item)
-        _positive("post_processor_timeout", self.post_processor_timeout)
-        _positive("max_requests_per_minute", self.max_requests_per_minute, allow_none=True)
-        _positive("max_tokens_per_minute", self.max_tokens_per_minute, allow_none=True)
-        _int_at_least("progress_interval", self.progress_interval, 1)
-        _positive("progress_callback_timeout", self.progress_callback_timeout, allow_none=True)
-        _int_at_least("max_queue_size", self.max_queue_size, 0)
-        _positive("observer_timeout", self.observer_timeout)
-        if not isinstance(self.retry, RetryConfig):
-            raise ValueError(f"retry must be a RetryConfig, got {type(self.retry).__name__}")
-        if not isinstance(self.rate_limit, RateLimitConfig):
-            raise ValueError(
-                f"rate_limit must be a RateLimitConfig, got {type(self.rate_limit).__name__}"
+        _check(
+            _integer(self.max_workers) and self.max_workers >= 1,
+            f"max_workers must be >= 1 (got {self.max_workers!r}). "
+            "Set config.max_workers to a positive integer (typical: 5-20).",
+        )
+        _positive(
+            "timeout_per_item",
+            self.timeout_per_item,
+            "Set config.timeout_per_item to a positive number in seconds (typical: 60-300).",
+        )
+        _positive(
+            "post_processor_timeout",
+            self.post_processor_timeout,
+            "Set config.post_processor_timeout to a positive number in seconds (typical: 30-120).",
+        )
+        _check(
+            _integer(self.progress_interval) and self.progress_interval >= 1,
+            f"progress_interval must be >= 1 (got {self.progress_interval!r}). "
+            "Set config.progress_interval to a positive integer.",
+        )
+        if self.progress_callback_timeout is not None:
+            _positive(
+                "progress_callback_timeout",
+                self.progress_callback_timeout,
+                "Set config.progress_callback_timeout to None to disable or a positive "
+                "number of seconds.",
             )
+        _check(
+            _integer(self.max_queue_size) and self.max_queue_size >= 0,
+            f"max_queue_size must be >= 0 (got {self.max_queue_size!r}). "
+            "Set config.max_queue_size to 0 for unlimited, or a positive number to limit "
+            "queue size.",
+        )
+        for name in ("max_requests_per_minute", "max_tokens_per_minute"):
+            value = getattr(self, name)
+            _check(
+                value is None or (_number(value) and value > 0),
+                f"{name} must be > 0 or None (got {value!r}). "
+                f"Set config.{name} to None to disable proactive rate limiting, "
+                "or a positive number.",
+            )
+        _positive("observer_timeout", self.observer_timeout, "")
+        _check(
+            isinstance(self.retry, RetryConfig),
+            f"retry must be a RetryConfig, got {type(self.retry).__name__}",
+        )
+        _check(
+            isinstance(self.rate_limit, RateLimitConfig),
+            f"rate_limit must be a RateLimitConfig, got {type(self.rate_limit).__name__}",
+        )
         self.retry.validate()
         self.rate_limit.validate()
+
+
+def _positive(name: str, value: object, advice: str) -> None:
+    _check(
+        _number(value) and value > 0,  # type: ignore[operator]
+        f"{name} must be > 0 (got {value!r}). {advice}".rstrip(),
+    )

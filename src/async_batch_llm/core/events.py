@@ -211,6 +211,7 @@ class EventDispatcher:
         routes = self._routes[event]
         if not routes:
             return None
+
         def deliver(data: dict[str, Any]) -> None:
             for handler, copy in routes:
                 try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
@@ -24,6 +25,9 @@ class ErrorInfo:
     is_timeout: bool
     error_category: str
     suggested_wait: float | None = None
+    #: True when ``suggested_wait`` is a classifier's fixed default rather than what the
+    #: provider asked for: the engine then uses its own cooldown policy instead.
+    suggested_wait_is_default: bool = False
 
     def __post_init__(self) -> None:
         wait = self.suggested_wait
@@ -53,7 +57,12 @@ class TokenTrackingError(Exception):
 
     def __init__(self, message: str, *, token_usage: TokenUsage | dict[str, int] | None = None):
         super().__init__(message)
-        self.token_usage: dict[str, int] = dict(token_usage or {})
+        self._failed_token_usage: dict[str, int] = dict(token_usage or {})  # type: ignore[arg-type]
+
+    @property
+    def token_usage(self) -> dict[str, int]:
+        """The tokens the failed call consumed."""
+        return self._failed_token_usage
 
 
 class RateLimitRetriesExceeded(Exception):
@@ -75,7 +84,14 @@ def failed_attempt_usage(exc: BaseException) -> dict[str, int] | None:
         usage = getattr(exc, "_failed_token_usage", None)
     if usage is None and exc.__cause__ is not None:
         usage = getattr(exc.__cause__, "token_usage", None)
-    return usage if isinstance(usage, dict) and usage else None
+    if isinstance(usage, dict):
+        return usage or None
+    if getattr(exc, "usage", None) is None and exc.__cause__ is None:
+        return None  # the common case: nothing more to look at
+    from ..token_extractor import TokenExtractor
+
+    found = TokenExtractor().extract_from_exception(exc)
+    return found if any(found.values()) else None
 
 
 def parse_retry_after(headers: Any) -> float | None:
@@ -130,60 +146,95 @@ class ErrorClassifier(ABC):
 
 
 _STATUS_RE = re.compile(r"\b(4\d\d|5\d\d)\b")
-_RATE_LIMIT_WORDS = (
-    "rate limit",
-    "rate_limit",
-    "ratelimit",
-    "resource_exhausted",
-    "quota exceeded",
-    "too many requests",
-)
+#: The reference's rate-limit patterns, matched case-insensitively in the message.
+RATE_LIMIT_PATTERNS = ("429", "resource_exhausted", "quota", "rate limit")
+_RATE_LIMIT_WORDS = (*RATE_LIMIT_PATTERNS, "rate_limit", "ratelimit", "too many requests")
+#: The reference's fixed wait for a rate limit whose provider gave none (classifiers report
+#: it flagged as a default: the engine then applies its own cooldown policy).
+DEFAULT_RATE_LIMIT_WAIT = 300.0
 _NON_RETRYABLE_WORDS = (
     "invalid api key",
     "unauthorized",
     "permission denied",
     "forbidden",
-    "insufficient_quota",
     "bad request",
     "context length",
     "content policy",
 )
+#: Deterministic programming errors: retrying cannot fix them, so the item fails at once.
+LOGIC_BUG_TYPES: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    IndexError,
+    NameError,
+    ZeroDivisionError,
+    AssertionError,
+)
+
+_FRAMEWORK_TIMEOUT = ErrorInfo(True, False, True, "framework_timeout")
+_API_TIMEOUT = ErrorInfo(True, False, True, "api_timeout")
+_CONNECTION = ErrorInfo(True, False, False, "connection_error")
+_VALIDATION = ErrorInfo(True, False, False, "validation_error")
+_LOGIC = ErrorInfo(False, False, False, "logic_error")
+_UNKNOWN = ErrorInfo(True, False, False, "unknown")
+
+
+def matches_rate_limit(text: str) -> bool:
+    """Whether a lower-cased error message reads as a rate limit."""
+    return any(word in text for word in _RATE_LIMIT_WORDS)
 
 
 class DefaultErrorClassifier(ErrorClassifier):
-    """Provider-agnostic classification by exception type, HTTP status, then message text."""
+    """Provider-agnostic classification: the reference's rules, refined by HTTP status.
+
+    Rate limits (status 429 or the reference's message patterns) carry the provider's
+    ``Retry-After`` when the exception has one; an out-of-credit quota error is not
+    retried; pydantic validation errors (and undecodable JSON) are retried at once;
+    logic bugs (``TypeError``, ``AttributeError``, ``NameError``...) fail the item at once.
+    """
 
     def classify(self, exception: Exception) -> ErrorInfo:
-        if isinstance(exception, FrameworkTimeoutError | asyncio.TimeoutError | TimeoutError):
-            return ErrorInfo(True, False, True, "timeout")
-        if _is_validation_error(exception):
-            return ErrorInfo(True, False, False, "validation_error")
-        if isinstance(exception, ConnectionError | OSError):
-            return ErrorInfo(True, False, False, "connection_error")
-        status = http_status(exception)
+        if isinstance(exception, FrameworkTimeoutError):
+            return _FRAMEWORK_TIMEOUT
         text = str(exception).lower()
-        if status is None:
-            match = _STATUS_RE.search(text)
-            status = int(match.group(1)) if match else None
+        status = http_status(exception)
         if "insufficient_quota" in text:
             return ErrorInfo(False, False, False, "insufficient_quota")
-        if status == 429 or any(word in text for word in _RATE_LIMIT_WORDS):
+        if status == 429 or (status is None and matches_rate_limit(text)):
             wait = parse_retry_after(getattr(getattr(exception, "response", None), "headers", None))
             return ErrorInfo(True, True, False, "rate_limit", suggested_wait=wait)
+        if isinstance(exception, asyncio.TimeoutError | TimeoutError):
+            return _API_TIMEOUT
+        if is_validation_error(exception) or isinstance(exception, json.JSONDecodeError):
+            return _VALIDATION
+        if isinstance(exception, ConnectionError):
+            return _CONNECTION
         if status is not None:
             return _classify_status(status)
-        if "timeout" in text or "timed out" in text:
-            return ErrorInfo(True, False, True, "timeout")
-        if any(word in text for word in _NON_RETRYABLE_WORDS):
-            return ErrorInfo(False, False, False, "client_error")
-        if "connection" in text:
-            return ErrorInfo(True, False, False, "connection_error")
-        return ErrorInfo(True, False, False, type(exception).__name__)
+        return _classify_by_type_and_text(exception, text)
+
+
+def _classify_by_type_and_text(exception: Exception, text: str) -> ErrorInfo:
+    """The rest: logic bugs, then what the message says, then retryable ``unknown``."""
+    if isinstance(exception, LOGIC_BUG_TYPES):
+        return _LOGIC
+    match = _STATUS_RE.search(text)
+    if match:
+        return _classify_status(int(match.group(1)))
+    if "timeout" in text or "timed out" in text:
+        return _API_TIMEOUT
+    if "connection" in text or isinstance(exception, OSError):
+        return _CONNECTION
+    if any(word in text for word in _NON_RETRYABLE_WORDS):
+        return ErrorInfo(False, False, False, "client_error")
+    return _UNKNOWN
 
 
 def _classify_status(status: int) -> ErrorInfo:
     if status in (408, 504):
-        return ErrorInfo(True, False, True, "timeout")
+        return _API_TIMEOUT
     if status == 401 or status == 403:
         return ErrorInfo(False, False, False, "auth_error")
     if status == 409:
@@ -195,7 +246,7 @@ def _classify_status(status: int) -> ErrorInfo:
     return ErrorInfo(True, False, False, "server_error")
 
 
-def _is_validation_error(exception: BaseException) -> bool:
+def is_validation_error(exception: BaseException) -> bool:
     """pydantic's ValidationError, raised or wrapped (checked by name: pydantic stays optional)."""
     current: BaseException | None = exception
     for _ in range(3):  # the error itself, or a wrapper such as TokenTrackingError around it

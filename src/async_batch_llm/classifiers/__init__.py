@@ -1,0 +1,5 @@
+"""Provider-specific error classifiers."""
+
+from .gemini import GeminiErrorClassifier
+
+__all__ = ["GeminiErrorClassifier"]
