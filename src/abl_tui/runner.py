@@ -636,6 +636,11 @@ class Runner:
         self._call(self._apply_pause)
 
     @property
+    def cancelled(self) -> bool:
+        """True once :meth:`cancel` was called (a signal, or the user quitting mid-run)."""
+        return self._cancelled
+
+    @property
     def paused(self) -> bool:
         """True while dispatch is paused by the user."""
         return self._paused
