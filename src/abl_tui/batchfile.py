@@ -40,7 +40,7 @@ _SECRETS_MSG = (
 )
 _URL_SECRETS_MSG = (
     "credentials must not be stored in batch files: remove the user:password@ part "
-    "(give the URL with --api-base, or the key in the provider's environment variable)"
+    "(set the key in the provider's environment variable, e.g. OPENAI_API_KEY)"
 )
 
 MAX_CONTEXT_DEPTH = 64
@@ -426,6 +426,11 @@ def check_api_base(value: str) -> str:
         raise ValueError(f"must be an absolute http:// or https:// URL with a host, got {shown!r}")
     if value != value.strip() or any(ch.isspace() for ch in parts.netloc):
         raise ValueError(f"must not contain spaces, got {shown!r}")
+    if "@" in parts.netloc:  # a run's settings are stored: a password in the URL would be too
+        raise ValueError(
+            f"must not carry credentials (user:password@), got {shown!r}: set the key in the "
+            "provider's environment variable instead (e.g. OPENAI_API_KEY)"
+        )
     return value
 
 
