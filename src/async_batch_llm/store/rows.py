@@ -23,6 +23,7 @@ from math import isfinite
 from typing import Any
 
 from ..observers.base import ProcessingEvent
+from ..secrets import redact
 from .encode import clean_text, encode_output
 
 logger = logging.getLogger("async_batch_llm.store")
@@ -186,7 +187,7 @@ def fold(events: list[Any], segments: list[Segment] | None = None) -> list[Segme
                         text, second = encode_output(output)
                     rows, outcome, error, category = segment.succeeded, "ok", None, None
                 else:
-                    error, category = _text(data.get("error")), _text(data.get("error_category"))
+                    error, category = _error(data.get("error")), _text(data.get("error_category"))
                     text, second = error, category  # a failed row holds these in those places
                     rows, outcome = segment.failed, "failed"
                 rows += (
@@ -220,7 +221,7 @@ def fold(events: list[Any], segments: list[Segment] | None = None) -> list[Segme
                 else:
                     outcome, category = "rate_limited", "rate_limit"
                     wait = _real(data.get("suggested_wait"))
-                error = _text(data.get("error"))
+                error = _error(data.get("error"))
                 _close(segment, item_id, attempt, opened, now, outcome, error, category, wait)
             elif event is _BATCH_STARTED:
                 segment.run_ops.append((RUN_STARTED, now))
@@ -277,6 +278,12 @@ def _real(value: Any) -> float | None:
     if isinstance(value, int | float) and isfinite(value):
         return float(value)
     return None
+
+
+def _error(value: Any) -> str | None:
+    """An error's text without any key a provider echoed: the last gate before the disk."""
+    text = _text(value)
+    return None if text is None else redact(text)
 
 
 def _text(value: Any) -> str | None:

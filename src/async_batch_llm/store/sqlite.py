@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import aiosqlite
 
+from ..secrets import redact_known
 from .diagnose import describe_write_error
 from .encode import clean_text, from_json, new_run_id, strip_secrets, to_json
 from .errors import StoreError
@@ -240,7 +241,7 @@ class RunStore:
         leased to that claim in the same transaction: nobody else can take it even while
         its items are still being stored.
         """
-        clean = to_json(strip_secrets(dict(settings or {})))
+        clean = redact_known(to_json(strip_secrets(dict(settings or {}))))
         for _ in range(20):
             now = time.time()
             run_id = new_run_id(now)
