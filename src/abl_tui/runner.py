@@ -273,8 +273,9 @@ class Runner:
         await self._store.ingest(run.id, itertools.islice(iter_items(items_file), run.total, None))
 
     def _preload_provider(self, settings: RunSettings) -> None:
-        """Import litellm in a thread while the batch is ingested (it takes seconds)."""
-        if settings.dry_run or self._preload is not None:
+        """Import litellm in a thread while the batch is ingested (it takes seconds), only
+        when the run goes through it: the native transport never imports it."""
+        if settings.dry_run or self._preload is not None or not _uses_litellm(settings):
             return
         from async_batch_llm.providers._litellm_import import load_litellm
 
@@ -289,7 +290,9 @@ class Runner:
             run_id = await self._take_run(plan.run_ref)
         self.run_id = self.outcome.run_id = run_id
         run = await store.get_run(run_id)
-        self.initial = stored_run(run, await store.failed_items(run_id, limit=5_000))
+        failed = await store.failed_items(run_id, limit=5_000)
+        # A resumed run's retries and 429s carry on from the stored counts, not from 0.
+        self.initial = stored_run(run, failed, await store.attempt_outcomes(run_id))
 
     async def _create_run(self) -> str:
         """A new run, leased to this runner as it is created, with its batch stored."""
@@ -683,3 +686,14 @@ class Runner:
         """The engine's live counters for this round (read across threads: ints only)."""
         processor = self._processor
         return processor._stats.as_dict() if processor is not None else None
+
+
+def _uses_litellm(settings: RunSettings) -> bool:
+    """True when the run's model goes through litellm (an impossible choice is reported later,
+    when the strategy is built)."""
+    from async_batch_llm.providers.endpoints import resolve_transport
+
+    try:
+        return resolve_transport(settings.model, settings.api_base, settings.transport) == "litellm"
+    except ValueError:
+        return False
