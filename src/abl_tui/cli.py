@@ -37,7 +37,7 @@ _EXAMPLES = {
   abl-tui run sample_batches/demo.toml                  # the demo on the simulated provider
   abl-tui run items.jsonl --model openai/gpt-4o-mini --workers 32 --rpm 500
   abl-tui run items.jsonl --model openai/my-model --api-base http://127.0.0.1:8000/v1
-  abl-tui run big.jsonl --headless --db runs.db         # no dashboard: progress on stdout""",
+  abl-tui run big.jsonl --model openai/gpt-4o-mini --headless --db runs.db  # no dashboard""",
     "resume": """examples:
   abl-tui resume latest                     # carry on the newest run of ./abl-runs.db
   abl-tui resume r-20261125-1a2b3c --retry-failed --headless
@@ -171,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.db is None:
         args.db = _default_db()
+    _redact_logs()
     try:
         status = _dispatch(args)
     except KeyboardInterrupt:  # before the runner started (or while listing, exporting)
@@ -181,6 +182,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         status = EXIT_OK
     return status
+
+
+def _redact_logs() -> None:
+    """Every log line this process prints passes through the redactor (a provider may echo a
+    key into an error that is logged)."""
+    import logging
+
+    from async_batch_llm.secrets import RedactingFilter
+
+    handlers = [*logging.getLogger().handlers, logging.lastResort]
+    for handler in handlers:
+        if handler is not None and not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -378,6 +392,7 @@ async def _list_runs(args: argparse.Namespace) -> int:
 
 async def _export(args: argparse.Namespace) -> int:
     from async_batch_llm.store import RunStore
+    from async_batch_llm.store.export import open_export_file
 
     store = await RunStore.open(args.db, readonly=True)
     try:
@@ -385,7 +400,7 @@ async def _export(args: argparse.Namespace) -> int:
         if args.output is None:
             await store.export(run.id, args.format, sys.stdout)
         else:
-            with args.output.open("w", encoding="utf-8", newline="") as out:
+            with open_export_file(args.output) as out:  # 0600: answers may be private
                 await store.export(run.id, args.format, out)
     finally:
         await store.close()
