@@ -486,11 +486,11 @@ async def test_metrics_observer_numbers_and_exports(fast_config: Config) -> None
     assert exported["error_counts"] == {"FakeBadRequestError": 2}
 
     text = await metrics.export_prometheus()
-    assert "batch_llm_items_processed 5" in text
-    assert "batch_llm_items_failed 2" in text
-    assert "batch_llm_rate_limits_hit 1" in text
-    assert "# TYPE batch_llm_items_processed counter" in text
-    assert 'batch_llm_errors_total{error_type="FakeBadRequestError"} 2' in text
+    assert "async_batch_llm_items_processed 5" in text
+    assert "async_batch_llm_items_failed 2" in text
+    assert "async_batch_llm_rate_limits_hit 1" in text
+    assert "# TYPE async_batch_llm_items_processed counter" in text
+    assert 'async_batch_llm_errors_total{error_type="FakeBadRequestError"} 2' in text
 
     metrics.reset()
     cleared = await metrics.get_metrics()

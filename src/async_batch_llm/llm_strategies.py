@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, overload
 
 from .base import LLMResponse, TokenUsage, TOutput
 from .core.protocols import LLMModel, ManagedLLMModel
@@ -99,6 +99,26 @@ class GeminiStrategy(LLMCallStrategy[TOutput]):
     and the response's safety ratings reach ``WorkItemResult.gemini_safety_ratings``.
     """
 
+    @overload
+    def __init__(
+        self: GeminiStrategy[str],
+        model: LLMModel,
+        response_parser: None = None,
+        *,
+        temperature: float = 0.0,
+        retry_temperature_step: float = 0.0,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        model: LLMModel,
+        response_parser: Callable[[LLMResponse], TOutput],
+        *,
+        temperature: float = 0.0,
+        retry_temperature_step: float = 0.0,
+    ) -> None: ...
+
     def __init__(
         self,
         model: LLMModel,
@@ -107,6 +127,7 @@ class GeminiStrategy(LLMCallStrategy[TOutput]):
         temperature: float = 0.0,
         retry_temperature_step: float = 0.0,
     ) -> None:
+        """Without a ``response_parser`` the output is ``response.text`` (a ``str``)."""
         if model is None:
             raise ValueError("model must not be None: pass an LLMModel such as GeminiModel")
         self.model = model

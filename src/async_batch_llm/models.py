@@ -203,9 +203,9 @@ class GeminiCachedModel:
         return self._cache.name if self._cache else None
 
     def _lock(self) -> asyncio.Lock:
-        if self._cache_lock is None:
+        if getattr(self, "_cache_lock", None) is None:  # also when built without __init__
             self._cache_lock = asyncio.Lock()
-        return self._cache_lock
+        return self._cache_lock  # type: ignore[return-value]
 
     async def prepare(self) -> None:
         """Find or create the cache (idempotent; concurrent callers wait for the first)."""

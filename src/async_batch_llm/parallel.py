@@ -31,6 +31,7 @@ from .base import (
     WorkItemResult,
 )
 from .core.config import ProcessorConfig
+from .core.cooldown import CooldownCoordinator, RateLimitTooLong, provider_wait
 from .core.events import EventDispatcher
 from .core.pacing import Pacer
 from .core.resume import ResumedCoroutine
@@ -150,13 +151,19 @@ class ParallelBatchProcessor(
         self._paused = False
         self._cooldown_until = 0.0
         self._cooldown_handle: asyncio.TimerHandle | None = None
-        self._consecutive_limits = 0
+        self._cooling = False  # a cooldown is being decided or is in force
+        self._cooldowns = CooldownCoordinator(cfg.rate_limit.max_cooldown_seconds)
         self._slow_start_count = -1  # -1: no slow start in force
         self._admit_freely = False  # see _refresh_admission
         self._last_progress = 0
         self._start_monotonic = 0.0
 
     # ----------------------------------------------------------------- public API
+
+    @property
+    def _proactive_rate_limiter(self) -> Pacer | None:
+        """The reference's name for the proactive pacer (``acquire()`` before each call)."""
+        return self._pacer
 
     @property
     def observers(self) -> list[ProcessorObserver]:
@@ -327,7 +334,7 @@ class ParallelBatchProcessor(
     def resume(self) -> None:
         """Start attempts again (after any cooldown in force)."""
         self._paused = False
-        if self._gate is not None and self._cooldown_handle is None:
+        if self._gate is not None and not self._cooling:
             self._gate.set()
         self._refresh_admission()
 
@@ -372,6 +379,7 @@ class ParallelBatchProcessor(
         if self._cooldown_handle is not None:
             self._cooldown_handle.cancel()
             self._cooldown_handle = None
+            self._cooling = False
         await self._cleanup_strategies()
         await self._events.drain()
         self._events.close()
@@ -506,6 +514,7 @@ class ParallelBatchProcessor(
         pacer = self._pacer
         on_started = self._on_started
         shapes = self._shapes
+        cooldowns = self._cooldowns
         while True:
             work = item
             if self.middlewares:
@@ -528,6 +537,7 @@ class ParallelBatchProcessor(
                 estimate = await self._admit(work)
             attempt += 1
             counted += 1
+            sent_generation = cooldowns.generation
             if on_started is not None:
                 on_started({"item_id": item.item_id, "worker_id": worker_id, "attempt": attempt})
             deadline: asyncio.Timeout | None = None
@@ -593,8 +603,8 @@ class ParallelBatchProcessor(
                     usage_cached += usage.get("cached_input_tokens", 0)
                 if pacer is not None:
                     pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
-                if self._consecutive_limits:
-                    self._consecutive_limits = 0
+                if cooldowns.consecutive:
+                    cooldowns.succeeded()
                 result = WorkItemResult(
                     item.item_id,
                     True,
@@ -660,7 +670,13 @@ class ParallelBatchProcessor(
                     return await self._fail(
                         item, index, worker_id, limit_exc, attempt, started, totals, "rate_limit"
                     )
-                await self._start_cooldown(worker_id, error_info)
+                try:
+                    cooldowns.check_wait(error_info, _describe(exc))
+                except RateLimitTooLong as too_long:
+                    return await self._fail(
+                        item, index, worker_id, too_long, attempt, started, totals, "rate_limit"
+                    )
+                await self._start_cooldown(worker_id, error_info, sent_generation)
                 continue
             if not error_info.is_retryable or counted >= cfg.retry.max_attempts:
                 return await self._fail(
@@ -781,8 +797,13 @@ class ParallelBatchProcessor(
                 info.prepared = False
                 try:
                     await strategy.cleanup()
-                except Exception:
-                    logger.exception("cleanup of strategy %r failed", strategy)
+                except Exception as error:  # one failure must not skip the others
+                    logger.warning(
+                        "cleanup() of strategy %s failed: %s",
+                        type(strategy).__name__,
+                        error,
+                        exc_info=True,
+                    )
         self._prepared.clear()
 
     async def _before_process(
@@ -994,26 +1015,33 @@ class ParallelBatchProcessor(
 
     # ----------------------------------------------------------------- rate limits
 
-    async def _start_cooldown(self, worker_id: int, info: ErrorInfo) -> None:
-        """Pause every worker: the first to see a limit coordinates, the others just wait."""
-        now = time.monotonic()
-        if self._cooldown_handle is not None:
-            return  # a cooldown is already in force: wait at the gate with everyone else
-        self._consecutive_limits += 1
-        consecutive = self._consecutive_limits
-        duration = await self.rate_limit_strategy.on_rate_limit(worker_id, consecutive)
-        if info.suggested_wait is not None:
-            duration = info.suggested_wait
-        if self._cooldown_handle is not None:  # another worker began one while we awaited
-            return
+    async def _start_cooldown(self, worker_id: int, info: ErrorInfo, sent_generation: int) -> None:
+        """Pause every worker: the first fresh 429 coordinates, the others just wait.
+
+        A 429 answering a request sent before the latest cooldown began (an echo of the
+        same storm) neither starts nor escalates one: see :mod:`core.cooldown`.
+        """
+        cooldowns = self._cooldowns
+        if self._cooling or cooldowns.is_echo(sent_generation):
+            return  # wait at the gate with everyone else
         gate = self._gate
         assert gate is not None
-        gate.clear()
+        self._cooling = True
+        gate.clear()  # before any await: nothing is sent while the duration is decided
+        self._slow_start_count = -1
+        self._refresh_admission()
+        consecutive = cooldowns.consecutive + 1
+        policy = 0.0
+        if provider_wait(info) is None:
+            try:
+                policy = await self.rate_limit_strategy.on_rate_limit(worker_id, consecutive)
+            except Exception:
+                logger.exception("rate_limit_strategy.on_rate_limit failed; no cooldown")
+        duration, consecutive = cooldowns.begin(info, policy)
+        now = time.monotonic()
         self._cooldown_until = now + duration
         if self._pacer is not None:
             self._pacer.defer_until(now + duration)
-        self._slow_start_count = -1
-        self._refresh_admission()
         self._cooldown_handle = asyncio.get_running_loop().call_later(
             duration, self._end_cooldown, duration
         )
@@ -1025,11 +1053,13 @@ class ParallelBatchProcessor(
                     "duration": duration,
                     "consecutive": consecutive,
                     "until": time.time() + duration,
+                    "provider_wait": provider_wait(info),
                 },
             )
 
     def _end_cooldown(self, duration: float) -> None:
         self._cooldown_handle = None
+        self._cooling = False
         self._cooldown_until = 0.0
         self._slow_start_count = 0
         if not self._paused and self._gate is not None:

@@ -111,16 +111,16 @@ class MetricsObserver(BaseObserver):
             ("total_cooldown_time", "gauge", "Seconds spent in rate-limit cooldown"),
         ):
             lines += [
-                f"# HELP batch_llm_{name} {help_text}",
-                f"# TYPE batch_llm_{name} {kind}",
-                f"batch_llm_{name} {metrics[name]}",
+                f"# HELP async_batch_llm_{name} {help_text}",
+                f"# TYPE async_batch_llm_{name} {kind}",
+                f"async_batch_llm_{name} {metrics[name]}",
             ]
         if metrics["error_counts"]:
             lines += [
-                "# HELP batch_llm_errors_total Errors by type",
-                "# TYPE batch_llm_errors_total counter",
+                "# HELP async_batch_llm_errors_total Errors by type",
+                "# TYPE async_batch_llm_errors_total counter",
             ]
             for error_type, count in metrics["error_counts"].items():
                 label = error_type.replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'batch_llm_errors_total{{error_type="{label}"}} {count}')
+                lines.append(f'async_batch_llm_errors_total{{error_type="{label}"}} {count}')
         return "\n".join(lines) + "\n"
