@@ -51,7 +51,9 @@ EXPORT_FIELDS = {
 RUNS_FIELDS = {
     "id",
     "name",
+    "model",
     "status",
+    "note",
     "total",
     "succeeded",
     "failed",
@@ -565,6 +567,8 @@ def test_runs_json_lists_the_run(good_run: GoodRun) -> None:
     assert row["id"] == good_run.run_id
     assert row["name"] == "items"
     assert row["status"] == "failed"
+    assert row["model"] == f"openai/{PRICED_MODEL}"
+    assert row["note"] is None  # nothing stopped it
     assert (row["total"], row["succeeded"], row["failed"]) == (len(GOOD_ITEMS), 28, 2)
     assert row["tokens"] == sum(e["prompt_tokens"] + e["completion_tokens"] for e in ok)
     assert isinstance(row["cost"], float) and row["cost"] > 0
@@ -583,6 +587,30 @@ def test_runs_table_shows_the_run(good_run: GoodRun) -> None:
         assert re.search(rf"\b{column}\b", header), header
     row = next(line for line in proc.stdout.splitlines() if good_run.run_id in line)
     assert "items" in row and "failed" in row and str(len(GOOD_ITEMS)) in row
+
+
+async def test_runs_lists_why_a_run_stopped(tmp_path: Path) -> None:
+    """A run the store (or a budget) stopped carries a note: ``runs`` shows it, and the model."""
+    store = await RunStore.open(tmp_path / "abl-runs.db")
+    try:
+        run_id = await store.create_run(name="n", settings={"model": "openai/gpt-4o-mini"})
+        await store.ingest(run_id, [{"id": "a", "prompt": "p"}])
+        await store.set_run_status(run_id, "running")
+        await store.mark_interrupted(run_id, note="the disk is full")
+    finally:
+        await store.close()
+    [row] = runs_json(tmp_path)
+    assert (row["model"], row["note"], row["status"]) == (
+        "openai/gpt-4o-mini",
+        "the disk is full",
+        "interrupted",
+    )
+    proc = abl("runs", cwd=tmp_path, env=cli_env(COLUMNS="160"))
+    line = next(line for line in proc.stdout.splitlines() if run_id in line)
+    assert "the disk is full" in line and "openai/gpt-4o-mini" in line
+    narrow = abl("runs", cwd=tmp_path, env=cli_env(COLUMNS="80"))
+    line = next(line for line in narrow.stdout.splitlines() if run_id in line)
+    assert "the disk" in line  # the note stays (cut) where the model does not fit
 
 
 def test_runs_table_in_80_columns_keeps_run_ids_whole(good_run: GoodRun) -> None:

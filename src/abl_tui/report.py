@@ -131,6 +131,7 @@ _RUN_COLUMNS = (
     "name",
     "model",
     "status",
+    "note",
     "total",
     "succeeded",
     "failed",
@@ -142,11 +143,15 @@ _RUN_COLUMNS = (
 
 
 def run_row(run: Any) -> dict[str, Any]:
-    """One run as the plain dict both list formats print."""
+    """One run as the plain dict both list formats print: the model that ran and, when
+    something stopped the run, why (its ``note``)."""
+    settings = getattr(run, "settings", None) or {}
     return {
         "id": run.id,
         "name": run.name,
+        "model": settings.get("model"),
         "status": run.status,
+        "note": getattr(run, "note", None),
         "total": run.total,
         "succeeded": run.succeeded,
         "failed": run.failed,
@@ -164,7 +169,8 @@ def _iso(stamp: float | str | None) -> str | None:
 
 
 #: Columns left out of the runs table in a terminal narrower than ``_WIDE`` columns.
-_NARROW_DROPS, _WIDE = ("tokens", "finished", "model"), 100
+_NARROW_DROPS = ("tokens", "finished", "model", "started", "succeeded", "total")
+_WIDE = 100
 
 
 def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | None = None) -> None:
@@ -177,8 +183,6 @@ def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | No
     if fmt == "json":
         print(json.dumps(rows, indent=2))
         return
-    for row, run in zip(rows, runs, strict=True):  # the table also says which model ran
-        row["model"] = (getattr(run, "settings", None) or {}).get("model")
     if console is None:
         console = Console() if sys.stdout.isatty() else Console(width=200)
     if not rows:
@@ -192,15 +196,20 @@ def print_runs(runs: Sequence[Any], *, fmt: str = "table", console: Console | No
             key,
             no_wrap=True,
             overflow="ellipsis",
-            max_width={"name": 10 if narrow else 24, "status": 11, "model": 24}.get(key),
-            min_width=19 if key == "id" else None,
+            max_width={
+                "name": 10 if narrow else 24,
+                "status": 11,
+                "model": 24,
+                "note": 16 if narrow else 40,
+            }.get(key),
+            min_width={"id": 19, "cost": 7}.get(key),
             justify="right" if key in _NUMERIC else "left",
         )
     for row in rows:
         table.add_row(*(_cell(key, row[key]) for key in columns))
     console.print(table)
     if narrow:
-        console.print("[dim]tokens and finish times: a wider terminal or --format json[/]")
+        console.print("[dim]model, counts, tokens and times: a wider terminal or --format json[/]")
 
 
 _NUMERIC = {"total", "succeeded", "failed", "tokens", "cost"}
