@@ -125,6 +125,8 @@ class ParallelBatchProcessor(
         self._on_failed = emitter(_EV.ITEM_FAILED)
         self._on_retry = emitter(_EV.ITEM_RETRY)
         self._on_rate_limit = emitter(_EV.RATE_LIMIT_HIT)
+        self._on_limits = emitter(_EV.LIMITS_LEARNED)
+        self._limits_emitted = -1e9  # monotonic time of the last LIMITS_LEARNED
         # Items added before the start, in order: the n-th taken has input index n (no
         # (index, item) pair per item: at a million items those tuples cost real time).
         self._backlog: deque[LLMWorkItem[TInput, TOutput, TContext]] = deque()
@@ -535,6 +537,7 @@ class ParallelBatchProcessor(
             estimate = 0
             if not self._admit_freely:
                 estimate = await self._admit(work)
+                pacer = self._pacer  # it may have been created since (learned limits)
             attempt += 1
             counted += 1
             sent_generation = cooldowns.generation
@@ -594,6 +597,9 @@ class ParallelBatchProcessor(
                     extra = None if type(returned) is tuple else getattr(returned, "metadata", None)
                 if extra:
                     metadata = extra
+                    limits = extra.get("rate_limits")
+                    if limits is not None:
+                        self._learn_limits(limits)
                     call_cost = extra.get("cost")
                     if call_cost is not None:
                         cost = (cost or 0.0) + call_cost
@@ -642,6 +648,9 @@ class ParallelBatchProcessor(
                     cost = (cost or 0.0) + failed_cost
             if pacer is not None:
                 pacer.settle(estimate, failed_usage.get("total_tokens", 0) if failed_usage else 0)
+            limits = getattr(exc, "rate_limits", None)
+            if limits is not None:
+                self._learn_limits(limits)
             error_info = self._classify(work.strategy, exc)
             try:
                 await self._on_error(work.strategy, exc, attempt, state)
@@ -1056,6 +1065,34 @@ class ParallelBatchProcessor(
                     "provider_wait": provider_wait(info),
                 },
             )
+
+    def _learn_limits(self, limits: Any) -> None:
+        """Pace the run to the limits the provider declared on a response.
+
+        With no rpm/tpm configured the run paces itself to the declaration; with both, to
+        the lower. Observers hear of it when the pace moves, and at most once a second.
+        """
+        pacer = self._pacer
+        if pacer is None:
+            pacer = self._pacer = Pacer(None, None)
+            self._refresh_admission()
+        changed = pacer.learn(limits)
+        now = time.monotonic()
+        if self._on_limits is None or not (changed or now - self._limits_emitted >= 1.0):
+            return
+        self._limits_emitted = now
+        self._on_limits(
+            {
+                "requests_limit": getattr(limits, "requests_limit", None),
+                "requests_remaining": getattr(limits, "requests_remaining", None),
+                "requests_reset_s": getattr(limits, "requests_reset_s", None),
+                "tokens_limit": getattr(limits, "tokens_limit", None),
+                "tokens_remaining": getattr(limits, "tokens_remaining", None),
+                "tokens_reset_s": getattr(limits, "tokens_reset_s", None),
+                "rpm": pacer.rpm,
+                "tpm": pacer.tpm,
+            }
+        )
 
     def _end_cooldown(self, duration: float) -> None:
         self._cooldown_handle = None

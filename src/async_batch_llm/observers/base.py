@@ -21,6 +21,10 @@ class ProcessingEvent(Enum):
     RATE_LIMIT_HIT = "rate_limit_hit"
     COOLDOWN_STARTED = "cooldown_started"
     COOLDOWN_ENDED = "cooldown_ended"
+    #: The provider's declared rate limits (its response headers) changed the pace:
+    #: ``{requests_limit, requests_remaining, requests_reset_s, tokens_limit,
+    #: tokens_remaining, tokens_reset_s, rpm, tpm}`` (``rpm``/``tpm``: the pace in force).
+    LIMITS_LEARNED = "limits_learned"
 
 
 class ProcessorObserver(ABC):
