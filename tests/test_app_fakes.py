@@ -62,6 +62,7 @@ class FakeRunner:
         self.outcome = SimpleNamespace(error=None, status="pending", run_id=self.run_id)
         self.plan = SimpleNamespace(db_path=self.db_path)
         self._paused = False
+        self.cancelled = False
 
     @property
     def run_id(self) -> str | None:
@@ -101,6 +102,7 @@ class FakeRunner:
 
     def cancel(self) -> None:
         self.commands.append(("cancel",))
+        self.cancelled = True
         self.done.set()
 
     def set_workers(self, count: int) -> None:

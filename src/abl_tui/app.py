@@ -70,8 +70,10 @@ class DashboardApp(App[None]):
         read_only: bool = False,
         theme: str | None = None,
         themes_dir: Path | None = None,
+        on_theme_chosen: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
+        self._on_theme_chosen = on_theme_chosen
         self.runner = runner
         self.clock = clock
         self.refresh_seconds = refresh_seconds
@@ -103,8 +105,14 @@ class DashboardApp(App[None]):
         for path, problem in self._theme_problems:
             self.notify(problem, title=f"Theme {path.name} skipped", severity="warning")
         self.push_screen(self.main)
+        if self._on_theme_chosen is not None:  # a theme picked in the palette is remembered
+            self.theme_changed_signal.subscribe(self, self._theme_chosen)
         self.attach()
         self.set_interval(self.refresh_seconds, self.tick)
+
+    def _theme_chosen(self, theme: Any) -> None:
+        if self._on_theme_chosen is not None:
+            self._on_theme_chosen(theme.name)
 
     def attach(self) -> None:
         """Start the runner (unless it already runs) and show whatever is known already."""
@@ -126,6 +134,11 @@ class DashboardApp(App[None]):
                     self._drain(runner, budget=None)
                     dashboard.ended = True
                     self._report_end(runner)
+            if runner.done.is_set() and runner.cancelled and not self.read_only:
+                # A signal (SIGTERM, or SIGINT from outside) stopped the run: the process
+                # ends with it (exit 143/130) instead of leaving a dashboard of a dead run.
+                self.exit()
+                return
             paused = dashboard.state.paused = runner.paused
             if paused and dashboard.active:
                 dashboard.state.mark_paused(self.clock())
@@ -518,10 +531,16 @@ class DashboardApp(App[None]):
         self.set_paused(False)
 
 
-def run_dashboard(runner: RunnerLike, *, started: bool = False) -> RunnerLike:
+def run_dashboard(
+    runner: RunnerLike,
+    *,
+    started: bool = False,
+    theme: str | None = None,
+    on_theme_chosen: Callable[[str], None] | None = None,
+) -> RunnerLike:
     """Run the dashboard until the user quits; returns the runner in use at the end (the user
     may have switched runs), after its thread has ended."""
-    app = DashboardApp(runner, started=started)
+    app = DashboardApp(runner, started=started, theme=theme, on_theme_chosen=on_theme_chosen)
     try:
         app.run()
     finally:
@@ -535,8 +554,14 @@ def run_dashboard(runner: RunnerLike, *, started: bool = False) -> RunnerLike:
     return final
 
 
-def run_watch(db_path: Path, run_ref: str) -> int:
+def run_watch(
+    db_path: Path,
+    run_ref: str,
+    *,
+    theme: str | None = None,
+    on_theme_chosen: Callable[[str], None] | None = None,
+) -> int:
     """Follow a run another process writes (read-only); returns the exit status."""
     from .watch import run_watch as watch
 
-    return watch(db_path, run_ref)
+    return watch(db_path, run_ref, theme=theme, on_theme_chosen=on_theme_chosen)

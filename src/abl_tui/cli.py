@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         "APIs, litellm for the rest; default auto",
     )
     run.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
+    _theme_option(run)
 
     resume = command("resume", "Resume a run: send every item without a committed result.")
     resume.add_argument("run", help="run id or 'latest'")
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "items file: refuse (default) if that file changed since, or ignore the change",
     )
     resume.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
+    _theme_option(resume)
 
     runs = command("runs", "List the runs in the store.")
     runs.add_argument("--format", choices=("table", "json"), default="table")
@@ -163,7 +165,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = command("watch", "Follow a run another process is writing (read-only dashboard).")
     watch.add_argument("run", help="run id or 'latest'")
+    _theme_option(watch)
     return parser
+
+
+def _theme_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="dashboard theme (abl-dark, abl-light, any Textual theme or one of yours); "
+        "remembered for the next start, like a theme picked in the dashboard",
+    )
+
+
+def _theme(args: argparse.Namespace) -> str | None:
+    """The theme to start with: ``--theme`` (checked, then saved), else the saved one."""
+    from .preferences import Preferences
+
+    preferences = Preferences()
+    if args.theme is None:
+        return preferences.theme()
+    known = _theme_names()
+    if args.theme not in known:
+        raise _UsageError(f"unknown theme {args.theme!r}; known: {', '.join(sorted(known))}")
+    preferences.save_theme(args.theme)
+    return str(args.theme)
+
+
+def _theme_names() -> set[str]:
+    from textual.theme import BUILTIN_THEMES
+
+    from .themes import load_all_themes
+
+    return set(BUILTIN_THEMES) | {theme.name for theme in load_all_themes().themes}
+
+
+def _save_theme(name: str) -> None:
+    from .preferences import Preferences
+
+    Preferences().save_theme(name)
+
+
+class _UsageError(Exception):
+    """A command line that cannot be carried out (exit status 2, nothing sent)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,7 +257,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return asyncio.run(_export(args))
         if args.command == "watch":
             return _watch(args)
-    except BatchFileError as exc:
+    except (BatchFileError, _UsageError) as exc:
         print(f"abl-tui: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
@@ -254,7 +298,7 @@ def _run(args: argparse.Namespace) -> int:
         keep_open=_use_dashboard(args),
         store_wait=_store_wait(args),
     )
-    return _execute(plan, dashboard=_use_dashboard(args))
+    return _execute(plan, dashboard=_use_dashboard(args), theme=_theme(args))
 
 
 def _store_wait(args: argparse.Namespace) -> float:
@@ -279,10 +323,10 @@ def _resume(args: argparse.Namespace) -> int:
         items_changed=args.items_changed,
         store_wait=_store_wait(args),
     )
-    return _execute(plan, dashboard=_use_dashboard(args))
+    return _execute(plan, dashboard=_use_dashboard(args), theme=_theme(args))
 
 
-def _execute(plan: Any, *, dashboard: bool) -> int:
+def _execute(plan: Any, *, dashboard: bool, theme: str | None = None) -> int:
     from .runner import Runner
 
     runner: Any = Runner(plan)
@@ -297,7 +341,8 @@ def _execute(plan: Any, *, dashboard: bool) -> int:
         if dashboard:
             from .app import run_dashboard
 
-            runner = run_dashboard(runner, started=True)  # the runs screen may switch runs
+            # the runs screen may switch runs: the runner in use at the end is returned
+            runner = run_dashboard(runner, started=True, theme=theme, on_theme_chosen=_save_theme)
         else:
             from .headless import run_headless
 
@@ -410,7 +455,7 @@ async def _export(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace) -> int:
     from .app import run_watch
 
-    return run_watch(args.db, args.run)
+    return run_watch(args.db, args.run, theme=_theme(args), on_theme_chosen=_save_theme)
 
 
 if __name__ == "__main__":

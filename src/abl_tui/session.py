@@ -48,6 +48,11 @@ class RunnerLike(Protocol):
         """True while dispatch is paused by the user."""
         ...
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the run was interrupted (a signal, or the user quitting mid-run)."""
+        ...
+
     def start(self) -> None:
         """Start the engine thread."""
 

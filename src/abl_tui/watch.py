@@ -199,7 +199,13 @@ async def _probe(source: StoreSource) -> str | None:
     return None
 
 
-def run_watch(db_path: Path, run_ref: str) -> int:
+def run_watch(
+    db_path: Path,
+    run_ref: str,
+    *,
+    theme: str | None = None,
+    on_theme_chosen: Callable[[str], None] | None = None,
+) -> int:
     """Follow a run another process writes, until the user quits; returns the exit status.
 
     A store or run that cannot be read is said before the terminal is taken over, so the
@@ -208,6 +214,8 @@ def run_watch(db_path: Path, run_ref: str) -> int:
     if problem is not None:
         print(f"abl-tui: error: {problem}", file=sys.stderr)
         return 2
-    app = WatchApp(StoreSource(Path(db_path), run_ref))
+    app = WatchApp(
+        StoreSource(Path(db_path), run_ref), theme=theme, on_theme_chosen=on_theme_chosen
+    )
     app.run()
     return app.return_code or 0
