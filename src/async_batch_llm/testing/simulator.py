@@ -72,6 +72,7 @@ from typing import IO, Any
 from aiohttp import web
 
 from . import sim_anthropic
+from .sim_batches import BatchService, BatchSimSettings
 from .sim_limits import SlidingWindow, anthropic_headers, openai_headers
 from .sim_profiles import BUILTIN_PROFILES, SimulatorProfile, profile_from_name
 from .sim_protocol import (
@@ -228,8 +229,12 @@ class ProviderSimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         ledger_path: str | Path | None = None,
+        batch_settings: BatchSimSettings | None = None,
     ) -> None:
         self.profile = profile_from_name(profile) if isinstance(profile, str) else profile
+        self.batches = BatchService(self, batch_settings)
+        """The batch endpoints (OpenAI Files + Batches, Anthropic Message Batches) and
+        their own ledger: see :mod:`.sim_batches`."""
         self.host, self.port = host, port
         self.ledger: list[LedgerEntry] = []
         self.ledger_path = Path(ledger_path) if ledger_path is not None else None
@@ -263,6 +268,7 @@ class ProviderSimulator:
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_post("/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
+        self.batches.mount(app)
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT
         )
@@ -495,6 +501,52 @@ class ProviderSimulator:
             "malformed_rate": ("malformed", 200),
         }[fault]
         return _Plan(outcome, status, "random", delay=latency)
+
+    def batch_answer(self, call: ChatCall, anthropic: bool) -> tuple[int, Any]:
+        """How one request inside a provider batch is answered: ``(status, body)``.
+
+        The same decisions as online (directives, counted per prompt with the online calls,
+        the profile's context window and random faults) without latency or rate limits; a
+        dropped connection becomes a 500 and a malformed reply a body that is a string.
+        """
+        rid = next(self._ids)
+        if call.directive_error is not None:
+            plan = _Plan("400", 400, "invalid_directive", message=call.directive_error)
+        else:
+            latency, draw = self._draw()
+            plan = (self._directive_plan(call, latency) if call.faults else None) or (
+                self._context_plan(call, "context_window", latency)
+                if self.profile.context_window is not None
+                and call.prompt_tokens > self.profile.context_window
+                else self._random_plan(draw, latency)
+            )
+        return self._batch_body(rid, call, plan, anthropic)
+
+    def _batch_body(
+        self, rid: int, call: ChatCall, plan: _Plan, anthropic: bool
+    ) -> tuple[int, Any]:
+        if plan.outcome in ("ok", "slow"):
+            reply = reply_text(call)
+            cached = written = 0
+            if self._cache is not None:
+                cached, written = self._cache.lookup(call.text)
+            cached = min(cached, call.prompt_tokens)
+            written = min(written, call.prompt_tokens - cached) if anthropic else 0
+            completion = max(1, estimate_tokens(reply))
+            if anthropic:
+                body = sim_anthropic.message_body(rid, call, reply, completion, cached, written)
+            else:
+                body = completion_body(rid, call, reply, completion, cached)
+            return 200, json.loads(body)
+        if plan.outcome == "malformed":
+            return 200, "<html><body>upstream proxy error: not JSON</body></html>"
+        if plan.outcome in EMPTY_KINDS:
+            maker = sim_anthropic.empty_body if anthropic else empty_completion_body
+            return 200, json.loads(maker(rid, call, plan.outcome))
+        status = 500 if plan.outcome == "reset" else plan.status or 500
+        if anthropic:
+            return status, json.loads(sim_anthropic.error_body(status, plan.message))
+        return status, json.loads(error_body(status, plan.message, plan.err_type, plan.code))
 
     # handlers
 

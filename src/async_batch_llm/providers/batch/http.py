@@ -1,0 +1,175 @@
+"""The HTTP side of the batch clients: JSON requests, a multipart upload, JSONL downloads.
+
+One :class:`BatchHttp` per endpoint holds one aiohttp session per event loop. It speaks the
+same way the native transport does (keys from :class:`~..endpoints.Endpoint`, errors as
+:mod:`..provider_errors` exceptions with any echo of the key redacted), but to the batch
+paths, which the per-call :class:`~..native.client.NativeClient` does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from ..endpoints import Endpoint
+from ..native.anthropic_messages import ANTHROPIC_VERSION
+from ..native.client import redact
+from ..provider_errors import (
+    MalformedResponseError,
+    MissingKeyError,
+    ProviderConnectionError,
+    ProviderStatusError,
+    ProviderTimeoutError,
+    describe_body,
+)
+
+__all__ = ["BatchHttp", "api_root"]
+
+_ERROR_TEXT_LIMIT = 2000
+_READ_CHUNK = 1 << 16  # lines are split by hand: a reply line may be longer than any buffer
+
+
+def api_root(endpoint: Endpoint) -> str:
+    """The ``.../v1`` root of an endpoint (its URL is the chat completions or messages URL)."""
+    url = endpoint.url.rstrip("/")
+    for tail in ("/chat/completions", "/messages"):
+        if url.endswith(tail):
+            return url[: -len(tail)]
+    return url
+
+
+class BatchHttp:
+    """Requests to one provider's API root, authenticated with the endpoint's key."""
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float = 300.0) -> None:
+        self.endpoint = endpoint
+        self.root = api_root(endpoint)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        headers = {"Accept": "application/json"}
+        if endpoint.protocol == "anthropic":
+            headers["anthropic-version"] = ANTHROPIC_VERSION
+            if endpoint.key:
+                headers["x-api-key"] = endpoint.key
+        elif endpoint.key:
+            headers["Authorization"] = f"Bearer {endpoint.key}"
+        self._headers = headers
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"BatchHttp({self.endpoint!r})"
+
+    def _session_here(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._loop = loop
+        return self._session
+
+    async def close(self) -> None:
+        """Close this loop's session (one made on another, finished loop is dropped)."""
+        session, self._session = self._session, None
+        loop, self._loop = self._loop, None
+        if session is not None and not session.closed and loop is asyncio.get_running_loop():
+            await session.close()
+
+    async def get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
+        """``GET root+path`` answered with JSON."""
+        return _json(await self.request("GET", path, params=params), path)
+
+    async def post_json(self, path: str, body: Any = None) -> Any:
+        """``POST root+path`` with a JSON body, answered with JSON."""
+        data = json.dumps(body).encode() if body is not None else None
+        raw = await self.request("POST", path, data=data, content_type="application/json")
+        return _json(raw, path)
+
+    async def upload(self, path: str, fields: dict[str, str], filename: str, data: bytes) -> Any:
+        """``POST root+path`` as multipart/form-data: ``fields`` and one file part ``file``."""
+        form = aiohttp.FormData()
+        for name, value in fields.items():
+            form.add_field(name, value)
+        form.add_field("file", data, filename=filename, content_type="application/jsonl")
+        return _json(await self.request("POST", path, data=form), path)
+
+    async def lines(self, path: str) -> AsyncIterator[bytes]:
+        """The non-blank lines of a JSONL answer to ``GET root+path``, streamed (results files
+        can be hundreds of megabytes)."""
+        self._check_key()
+        url = self.root + path
+        try:
+            async with self._session_here().get(url, headers=self._headers) as response:
+                if response.status >= 400:
+                    raise self._status_error(response.status, await response.read(), f"GET {path}")
+                pending = b""
+                async for chunk in response.content.iter_chunked(_READ_CHUNK):
+                    *whole, pending = (pending + chunk).split(b"\n")
+                    for line in whole:
+                        if line.strip():
+                            yield line
+                if pending.strip():
+                    yield pending
+        except TimeoutError:
+            raise ProviderTimeoutError(f"no answer from {url}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            message = redact(f"connection error to {url}: {exc}", self.endpoint.key)
+            raise ProviderConnectionError(message) from None
+
+    def _check_key(self) -> None:
+        endpoint = self.endpoint
+        if endpoint.key is None and endpoint.key_required:
+            names = " or ".join(endpoint.key_variables) or "api_key"
+            raise MissingKeyError(f"no API key for {endpoint.provider}: set {names}")
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        data: Any = None,
+        content_type: str | None = None,
+    ) -> bytes:
+        """The body of a 2xx answer; an error status or a dropped connection raises."""
+        self._check_key()
+        endpoint = self.endpoint
+        url = self.root + path
+        headers = dict(self._headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            async with self._session_here().request(
+                method, url, params=params, data=data, headers=headers
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except TimeoutError:
+            raise ProviderTimeoutError(f"no answer from {url}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            message = redact(f"connection error to {url}: {exc}", endpoint.key)
+            raise ProviderConnectionError(message) from None
+        if status >= 400:
+            raise self._status_error(status, raw, f"{method} {path}")
+        return raw
+
+    def _status_error(self, status: int, raw: bytes, what: str) -> ProviderStatusError:
+        text = raw[: _ERROR_TEXT_LIMIT * 4].decode("utf-8", "replace")
+        try:
+            message, code, kind = describe_body(json.loads(text))
+        except ValueError:
+            message, code, kind = text[:_ERROR_TEXT_LIMIT], None, None
+        provider = self.endpoint.provider or "provider"
+        described = f"{provider} returned HTTP {status} to {what}: {message or 'no message'}"
+        return ProviderStatusError(
+            redact(described, self.endpoint.key), status_code=status, code=code, error_type=kind
+        )
+
+
+def _json(raw: bytes, path: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise MalformedResponseError(f"the answer to {path} is not JSON") from None

@@ -1,0 +1,89 @@
+"""What a batch request needs from a :class:`LiteLLMStrategy`: endpoint, body, output, price.
+
+The batch path sends exactly the body the native transport sends online (the strategy's
+system prompt, options and structured-output format), and turns a reply into the output the
+online call returns (text, schema-checked JSON or a pydantic model). It reads the strategy's
+native caller for that. The private names it touches are here and nowhere else; public
+accessors would replace them: ``LiteLLMStrategy.native_endpoint()``, ``.native_caller()``,
+``.shape_output(text, usage, metadata)`` and ``NativeCaller.body(prompt)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from ...llm_strategies import LLMCallStrategy
+from ..endpoints import Endpoint, build_endpoint
+from ..litellm import LiteLLMStrategy
+from ..native import anthropic_messages, openai_chat
+from ..native.caller import NativeCaller
+from ..native.reply import Reply
+from .pricing import BatchPrice, batch_price
+from .types import BatchProvider
+
+__all__ = ["BatchTarget", "batch_target"]
+
+_BATCH_PROVIDERS: frozenset[str] = frozenset({"openai", "anthropic"})
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BatchTarget:
+    """One strategy as seen by the batch path (made once per strategy instance)."""
+
+    provider: BatchProvider
+    endpoint: Endpoint
+    strategy: LiteLLMStrategy
+    caller: NativeCaller
+    price: BatchPrice | None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """Requests with the same key may share a provider batch (one model per batch)."""
+        return (self.provider, self.endpoint.url, self.endpoint.wire_model)
+
+    def body(self, prompt: str) -> dict[str, Any]:
+        """The request body the online call would send for ``prompt``."""
+        return self.caller._body(prompt)
+
+    def parse(self, body: Any) -> Reply:
+        """A reply body from the batch's results, parsed as the online transport parses it."""
+        if self.provider == "anthropic":
+            return anthropic_messages.parse_reply(body)
+        return openai_chat.parse_reply(body)
+
+    def output(self, text: str, usage: Any, metadata: dict[str, Any]) -> Any:
+        """The reply as the strategy's caller asked for it (raises a retryable error when a
+        structured reply does not validate, as online)."""
+        return self.strategy._output(text, usage, metadata)
+
+
+def _endpoint(strategy: LiteLLMStrategy) -> Endpoint:
+    key = strategy._api_key.reveal() if strategy._api_key is not None else None
+    return build_endpoint(strategy._call_model, strategy.api_base, key)
+
+
+async def batch_target(strategy: LLMCallStrategy[Any]) -> BatchTarget:
+    """The :class:`BatchTarget` of a strategy; ``ValueError`` when it cannot go by batch.
+
+    Only :class:`LiteLLMStrategy` models on OpenAI or Anthropic (and ``simulated/`` models,
+    whose simulator serves OpenAI's batch endpoints) can.
+    """
+    if not isinstance(strategy, LiteLLMStrategy):
+        raise ValueError(
+            f"the batch API needs a LiteLLMStrategy on openai/ or anthropic/, got {strategy!r}"
+        )
+    if strategy._profile is not None:
+        await strategy.prepare()  # starts the simulator and points api_base at it
+    endpoint = await asyncio.to_thread(_endpoint, strategy)
+    if endpoint.provider not in _BATCH_PROVIDERS:
+        raise ValueError(
+            f"{strategy.model!r}: no batch API for provider {endpoint.provider!r} "
+            "(OpenAI and Anthropic have one)"
+        )
+    caller = await asyncio.to_thread(strategy._native_caller)
+    provider: BatchProvider = "anthropic" if endpoint.provider == "anthropic" else "openai"
+    priced = strategy._profile is None
+    price = batch_price(provider, endpoint.wire_model) if priced else None
+    return BatchTarget(provider, endpoint, strategy, caller, price)
