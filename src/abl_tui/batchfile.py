@@ -350,6 +350,11 @@ class BatchSpec(BaseModel):
     response_schema: dict[str, Any] | None = None
     response_schema_file: str | None = None
     dry_run: bool = False
+    #: Bill the calls at this priced model's rates ("openai/gpt-4o-mini"): for a server whose
+    #: model name the price table does not know (a proxy, a local server, the simulator).
+    price_as: str | None = None
+    #: Stop dispatch once the run's cost so far plus the calls under way reaches this (USD).
+    max_cost: float | None = Field(default=None, gt=0)
 
     #: Where these settings came from (the batch file), for messages; not a setting.
     _source: str | None = PrivateAttr(default=None)
@@ -368,6 +373,19 @@ class BatchSpec(BaseModel):
             from async_batch_llm.providers._simulated import simulated_profile
 
             simulated_profile(value)  # ValueError naming the known profiles
+        return value
+
+    @field_validator("price_as")
+    @classmethod
+    def _priced_model(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .costs import price_of
+
+            if price_of(value) is None:
+                raise ValueError(
+                    f"{value!r} is not in the price table: name a priced model as "
+                    "provider/name, e.g. openai/gpt-4o-mini"
+                )
         return value
 
     @field_validator("api_base")

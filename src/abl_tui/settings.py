@@ -70,11 +70,15 @@ def build_strategy(settings: BatchSpec) -> Any:
         options["max_tokens"] = settings.max_tokens
     if settings.response_schema is not None:
         options["response_schema"] = settings.response_schema
-    return LiteLLMStrategy(
-        settings.model,
-        api_base=settings.api_base,
-        api_key=local_api_key(settings.model, settings.api_base),
-        system_prompt=settings.system_prompt,
-        transport=getattr(settings, "transport", None) or "auto",
+    common: dict[str, Any] = {
+        "api_base": settings.api_base,
+        "api_key": local_api_key(settings.model, settings.api_base),
+        "system_prompt": settings.system_prompt,
+        "transport": getattr(settings, "transport", None) or "auto",
         **options,
-    )
+    }
+    if settings.price_as:
+        from .costs import PricedAsStrategy
+
+        return PricedAsStrategy(settings.model, price_as=settings.price_as, **common)
+    return LiteLLMStrategy(settings.model, **common)

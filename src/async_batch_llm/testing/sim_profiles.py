@@ -109,9 +109,10 @@ BUILTIN_PROFILES: dict[str, SimulatorProfile] = {
         name="demo",
         latency_mean=0.55,
         latency_jitter=0.25,
-        rate_limit_rate=0.02,
-        retry_after=1.5,
-        server_error_rate=0.03,
+        rate_limit_rate=0.012,
+        retry_after=2.5,
+        server_error_rate=0.02,
+        context_window=1024,
         cache=True,
     ),
     "chaos": SimulatorProfile(
@@ -142,7 +143,8 @@ BUILTIN_PROFILES: dict[str, SimulatorProfile] = {
     ),
 }
 """Named profiles: ``default`` (no faults, ~5 ms), ``fast`` (no latency, no cache: benchmarks),
-``demo`` (0.3-0.8 s, 3% 503, 2% 429 with Retry-After 1.5 s), ``chaos`` (every fault, often),
+``demo`` (0.3-0.8 s, 2% 503, 1.2% 429 with Retry-After 2.5 s, a 1,024-token context window:
+what the README's demo shows), ``chaos`` (every fault, often),
 ``flaky`` (transient 503/429/resets that a retry fixes), ``limited`` (300 requests per
 sliding minute, announced only in the rate-limit headers; 429 with Retry-After beyond it)."""
 

@@ -237,18 +237,107 @@ def schema_example(schema: Any, defs: Mapping[str, Any] | None = None, depth: in
     return simple.get(kind) if isinstance(kind, str) else None
 
 
+#: Words that give a product away, by catalogue label: a prompt that asks to pick one label
+#: (from a list, or a schema's enum) gets the label a classifier would pick, so simulated
+#: runs of the demo answer like the task ("electronics"), not with an echo.
+_LABEL_CUES: dict[str, tuple[str, ...]] = {
+    "electronics": (
+        "ssd", "headphones", "smartwatch", "hdmi", "speaker", "power bank", "charger",
+        "webcam", "earbuds", "laptop", "phone charger",
+    ),
+    "home_kitchen": (
+        "skillet", "plates", "air fryer", "cutting board", "knife", "french press",
+        "food containers", "duvet", "candle", "mixer", "kettle",
+    ),
+    "apparel": (
+        "belt", "sneakers", "socks", "jacket", "sweatshirt", "sweater", "shorts", "scarf",
+        "chinos",
+    ),
+    "sports_outdoors": (
+        "dumbbells", "yoga mat", "tent", "chalk bag", "helmet", "water bottle",
+        "resistance bands", "sleeping bag", "running vest", "trekking poles",
+    ),
+    "beauty": (
+        "trimmer", "serum", "face mask", "toothbrush", "hair dryer", "hand cream", "lip balm",
+        "makeup", "sunscreen", "shampoo",
+    ),
+    "toys_games": (
+        "easel", "magnetic tiles", "experiment kit", "board game", "card game", "puzzle",
+        "train set", "plush", "remote control car", "building blocks",
+    ),
+    "grocery": (
+        "sparkling water", "almond butter", "rice", "chocolate", "olive oil", "tea bags",
+        "maple syrup", "oats", "salt flakes", "coffee beans",
+    ),
+    "office": (
+        "desk organizer", "monitor stand", "notebook", "office chair", "pens", "label maker",
+        "shredder", "stapler", "sticky notes", "markers",
+    ),
+    "automotive": (
+        "jump starter", "wash mitt", "wiper", "car phone", "car vacuum", "dash cam",
+        "roof cargo", "seat covers", "tyre", "windshield",
+    ),
+    "pet_supplies": ("dog", "aquarium", "pet", "bird feeder", "cat", "catnip"),
+}  # fmt: skip
+_CUE_RE = {
+    label: re.compile(r"\b(?:" + "|".join(map(re.escape, cues)) + r")\b", re.IGNORECASE)
+    for label, cues in _LABEL_CUES.items()
+}
+_LABEL_LIST_RE = re.compile(r"list:\s*([a-z][a-z_]*(?:,\s*[a-z][a-z_]*)+)")
+
+
+def classify(text: str, labels: list[str]) -> str | None:
+    """The label among ``labels`` whose cue word comes first in ``text`` (a title comes before
+    its description), or None when none of them has a cue there."""
+    best: tuple[int, str] | None = None
+    for label in labels:
+        pattern = _CUE_RE.get(label)
+        match = pattern.search(text) if pattern is not None else None
+        if match is not None and (best is None or match.start() < best[0]):
+            best = (match.start(), label)
+    return best[1] if best is not None else None
+
+
+def _list_answer(text: str) -> str | None:
+    """A label for a prompt that asks to pick one "from this list: a, b, c" (else None)."""
+    found = _LABEL_LIST_RE.search(text)
+    if found is None:
+        return None
+    labels = [label.strip() for label in found.group(1).split(",")]
+    answer = classify(text[found.end() :], labels)
+    if answer is not None:
+        return answer
+    return "unknown" if "unknown" in text[found.end() :] else labels[0]
+
+
+def _schema_answer(schema: Any, text: str) -> Any:
+    """A schema-shaped value whose enum-valued top-level fields are classified from ``text``."""
+    example = schema_example(schema)
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    if isinstance(example, dict) and isinstance(properties, dict):
+        for name, spec in properties.items():
+            labels = spec.get("enum") if isinstance(spec, dict) else None
+            if name in example and isinstance(labels, list):
+                answer = classify(text, [str(label) for label in labels])
+                if answer is not None:
+                    example[name] = answer
+    return example
+
+
 def reply_text(call: ChatCall) -> str:
-    """The reply: the ``reply=`` directive, a schema-shaped JSON object, or an echo."""
+    """The reply: the ``reply=`` directive, a schema-shaped JSON object, a label for a prompt
+    that asks to pick one, or an echo."""
     if call.reply is not None:
         return call.reply
     echo = f"sim reply to {call.last_user[:40]}"
     fmt = call.response_format if isinstance(call.response_format, dict) else {}
     if fmt.get("type") == "json_schema":
         spec = fmt.get("json_schema") or {}
-        return json.dumps(schema_example(spec.get("schema") if isinstance(spec, dict) else None))
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return json.dumps(_schema_answer(schema, call.last_user))
     if fmt.get("type") == "json_object":
         return json.dumps({"reply": echo})
-    return echo
+    return _list_answer(call.last_user) or echo
 
 
 def completion_body(rid: int, call: ChatCall, reply: str, completion: int, cached: int) -> bytes:
