@@ -2,8 +2,10 @@
 
 It serves ``POST /v1/chat/completions``, ``POST /v1/messages`` (Anthropic Messages, the
 same behaviour in Anthropic's shapes: ``cache_read_input_tokens`` and
-``cache_creation_input_tokens``, ``anthropic-ratelimit-*`` headers) and ``GET /v1/models``,
-so the engine (and litellm) can be exercised over real HTTP without a real provider.
+``cache_creation_input_tokens``, ``anthropic-ratelimit-*`` headers), ``GET /v1/models`` and
+both providers' batch APIs (:mod:`.sim_batches`: OpenAI Files + Batches, Anthropic Message
+Batches, with their own ledger), so the engine (and litellm) can be exercised over real HTTP
+without a real provider.
 Behaviour comes from a :class:`SimulatorProfile` (random faults drawn from a seeded RNG)
 and, for deterministic tests, from directives written into the last user message.
 
@@ -653,6 +655,18 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tpm", type=int, default=None, help="tokens per minute limit")
     parser.add_argument("--ledger", default=None, help="append one JSON line per request here")
     parser.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=0.0,
+        help="a provider batch's requests complete evenly over this many seconds (0: at once)",
+    )
+    parser.add_argument(
+        "--batch-window",
+        type=float,
+        default=24 * 3600.0,
+        help="seconds after which an unfinished provider batch expires",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -691,6 +705,9 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         ledger_path=args.ledger,
+        batch_settings=BatchSimSettings(
+            processing_seconds=args.batch_seconds, window_seconds=args.batch_window
+        ),
     )
     async with sim:
         print(f"listening on {sim.base_url}", flush=True)
