@@ -283,9 +283,13 @@ class ProviderBatchRunner:
                     ) from exc
                 logger.warning("submitting chunk %s failed (%s); retrying", current.chunk_id, exc)
             await self.config.sleep(min(_SUBMIT_BACKOFF**attempt, self.config.max_poll_interval))
-            found = await client.find(
-                current.chunk_id, since=current.planned_at, total=current.request_count
-            )
+            try:  # the batch may exist although its answer was lost
+                found = await client.find(
+                    current.chunk_id, since=current.planned_at, total=current.request_count
+                )
+            except ProviderError as exc:
+                logger.warning("looking for chunk %s failed (%s)", current.chunk_id, exc)
+                continue
             if found is not None:
                 return await self._submitted(current, found)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -336,6 +340,8 @@ class ProviderBatchRunner:
                         yield outcome
                     await self._ended(live, batch, run)
             except ProviderError as exc:
+                if not _CLASSIFIER.classify(exc).is_retryable:
+                    raise  # a 401, a 404 for the batch...: no poll will do better
                 logger.warning("batch %s: %s (trying again)", live.record.batch_id, exc)
                 live.next_poll = self.config.clock() + live.interval
 
