@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input, Static
 
 from abl_tui import cli
 from abl_tui.app import DashboardApp
 from abl_tui.preferences import Preferences, config_dir
-from test_app_fakes import demo_runner, frozen_clock
+from abl_tui.screens import ConfirmScreen, Controls, ControlsScreen
+from abl_tui.screens.controls import parse_controls
+from test_app_fakes import NOW, demo_runner, finished_script, frozen_clock
 
 
 def make_app(**overrides: Any) -> DashboardApp:
@@ -115,3 +118,168 @@ async def test_a_theme_picked_in_the_dashboard_is_saved(config_home: Path) -> No
         app.theme = "abl-light"  # what the palette's theme picker does
         await pilot.pause()
     assert chosen == ["abl-light"]
+
+
+# ---------------------------------------------------------------------- live controls
+
+
+async def test_plus_and_minus_change_the_workers() -> None:
+    runner = demo_runner()
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert app.current_controls().workers == 4
+        await pilot.press("plus", "plus", "minus")
+        await pilot.pause()
+        assert [c for c in runner.commands if c[0] == "set_workers"] == [
+            ("set_workers", 5),
+            ("set_workers", 6),
+            ("set_workers", 5),
+        ]
+        assert app.dashboard.state.log[-1].text == "workers set to 5"
+        for _ in range(6):
+            await pilot.press("minus")
+        await pilot.pause()
+        assert runner.commands[-1] == ("set_workers", 1)  # never fewer than one
+
+
+async def test_the_controls_modal_sets_pacing_and_the_cost_limit() -> None:
+    runner = demo_runner()
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("L")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ControlsScreen)
+        assert screen.values() == {"workers": "4", "rpm": "600", "tpm": "", "max_cost": ""}
+        screen.query_one("#controls-rpm", Input).value = "300"
+        screen.query_one("#controls-tpm", Input).value = "90000"
+        screen.query_one("#controls-max_cost", Input).value = "$0.50"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is app.main
+        assert ("set_limits", 300.0, 90000.0) in runner.commands
+        assert ("set_max_cost", 0.5) in runner.commands
+        assert "set_workers" not in runner.names()  # unchanged: not sent
+        state = app.dashboard.state
+        assert (state.rpm_limit, state.tpm_limit, state.max_cost) == (300.0, 90000.0, 0.5)
+        assert "pacing rpm 300, tpm 90000: now" in [entry.text for entry in state.log]
+        app.tick()
+        await pilot.pause()
+        assert "limit $0.5000" in str(app.main.query_one("#budget", Static).render())
+
+
+async def test_pacing_the_engine_cannot_change_mid_round_says_so() -> None:
+    runner = demo_runner(limits_live=False)
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("L")
+        await pilot.pause()
+        app.screen.query_one("#controls-rpm", Input).value = ""
+        await pilot.press("enter")
+        await pilot.pause()
+        assert ("set_limits", None, None) in runner.commands
+        last = app.dashboard.state.log[-1].text
+        assert last.startswith("pacing no rpm limit, no tpm limit: from")
+        assert "next round" in app.dashboard.state.log[-1].text
+
+
+async def test_a_bad_value_is_named_and_nothing_is_applied() -> None:
+    runner = demo_runner()
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("b")  # the same modal, on the cost field
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ControlsScreen)
+        assert screen.focused is screen.query_one("#controls-max_cost", Input)
+        screen.query_one("#controls-max_cost", Input).value = "-2"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen is screen
+        assert "max cost $: must be > 0" in str(screen.query_one("#controls-error").render())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.main
+        assert not {"set_max_cost", "set_limits", "set_workers"} & set(runner.names())
+
+
+def test_parse_controls() -> None:
+    assert parse_controls({"workers": "8", "rpm": " 500 ", "tpm": "", "max_cost": "$1.5"}) == (
+        Controls(8, 500.0, None, 1.5)
+    )
+    for bad in ({"workers": "0"}, {"workers": "2", "rpm": "fast"}, {"workers": "2", "tpm": "inf"}):
+        with pytest.raises(ValueError):
+            parse_controls(bad)
+
+
+async def test_the_budget_holding_dispatch_is_shown_and_logged() -> None:
+    runner = demo_runner(max_cost=0.01)
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        runner.budget_status = "budget $0.0100 reached: $0.0095 spent + ~$0.0008 under way"
+        app.tick()
+        await pilot.pause()
+        assert "budget reached" in str(app.main.query_one("#run-badge", Static).render())
+        assert "limit $0.0100 reached" in str(app.main.query_one("#budget", Static).render())
+        assert app.dashboard.state.log[-1].kind == "budget"
+        assert any(n.title == "Budget reached" for n in app._notifications)
+        await pilot.press("b")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ControlsScreen)
+        assert "reached" in str(screen.query_one("#controls-note").render())
+        screen.query_one("#controls-max_cost", Input).value = ""
+        await pilot.press("enter")
+        await pilot.pause()
+        app.tick()
+        assert runner.commands[-1] == ("set_max_cost", None)
+        assert app.dashboard.state.budget_note is None
+        assert app.dashboard.state.log[-1].text.startswith("the budget allows more")
+
+
+async def test_drain_asks_then_drains_and_ends_interrupted() -> None:
+    runner = demo_runner()
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("d")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert "drain" not in runner.names()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert runner.names()[-1] == "drain"
+        app.tick()
+        await pilot.pause()
+        assert "draining" in str(app.main.query_one("#run-badge", Static).render())
+        assert not app.can_drain()  # once is enough
+        runner.buffer.push([("batch_completed", {"cancelled": True}, NOW)])
+        runner.draining = False
+        runner.done.set()  # the runner ended the run: not a cancel, the app stays open
+        app.tick()
+        await pilot.pause()
+        assert not app._exit
+        assert app.dashboard.state.status == "interrupted"
+        assert "interrupted" in str(app.main.query_one("#run-badge", Static).render())
+
+
+async def test_no_controls_on_a_finished_run() -> None:
+    runner = demo_runner(script=finished_script())
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        runner.done.set()
+        app.tick()
+        await pilot.press("d", "L", "plus", "b")
+        await pilot.pause()
+        assert app.screen is app.main
+        assert not {"drain", "set_workers", "set_limits"} & set(runner.names())

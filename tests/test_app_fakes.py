@@ -108,6 +108,26 @@ class FakeRunner:
     def set_workers(self, count: int) -> None:
         self.commands.append(("set_workers", count))
 
+    #: What :meth:`set_limits` answers: True as an engine with a pacing setter would.
+    limits_live: bool = True
+    max_cost: float | None = None
+    budget_status: str | None = None
+    draining: bool = False
+
+    def set_limits(self, rpm: float | None, tpm: float | None) -> bool:
+        self.commands.append(("set_limits", rpm, tpm))
+        return self.limits_live
+
+    def set_max_cost(self, max_cost: float | None) -> None:
+        self.commands.append(("set_max_cost", max_cost))
+        self.max_cost = max_cost
+        if max_cost is None:
+            self.budget_status = None
+
+    def drain(self) -> None:
+        self.commands.append(("drain",))
+        self.draining = True
+
     def join(self, timeout: float | None = None) -> bool:
         return True
 

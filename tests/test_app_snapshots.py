@@ -105,3 +105,16 @@ def test_one_category_of_failures(snap_compare: Any, size: tuple[int, int]) -> N
 def test_finished_run(snap_compare: Any, size: tuple[int, int]) -> None:
     app = DashboardApp(demo_runner(script=finished_script()), clock=frozen_clock)
     assert snap_compare(app, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_controls_modal(snap_compare: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(dashboard(), terminal_size=size, press=["L"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_budget_reached(snap_compare: Any, size: tuple[int, int]) -> None:
+    runner = demo_runner(max_cost=0.0125)
+    runner.budget_status = "budget $0.0125 reached: $0.0126 spent"
+    app = DashboardApp(runner, clock=frozen_clock)  # with the toast saying why it stopped
+    assert snap_compare(app, terminal_size=size)

@@ -18,8 +18,17 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
+from .formatting import cost as fmt_cost
 from .palette import DashboardCommands
-from .screens import ConfirmScreen, HelpScreen, ItemDetailScreen, MainScreen, RunsScreen
+from .screens import (
+    ConfirmScreen,
+    Controls,
+    ControlsScreen,
+    HelpScreen,
+    ItemDetailScreen,
+    MainScreen,
+    RunsScreen,
+)
 from .session import Dashboard, RunnerLike
 from .themes import DEFAULT_THEME, STATUS_VARIABLES, load_all_themes
 
@@ -139,10 +148,32 @@ class DashboardApp(App[None]):
                 # ends with it (exit 143/130) instead of leaving a dashboard of a dead run.
                 self.exit()
                 return
+            self._follow_controls(runner)
             paused = dashboard.state.paused = runner.paused
             if paused and dashboard.active:
                 dashboard.state.mark_paused(self.clock())
         self.redraw()
+
+    def _follow_controls(self, runner: RunnerLike) -> None:
+        """Bring the budget and drain state over from the runner; say when the budget starts
+        or stops holding dispatch back."""
+        state = self.dashboard.state
+        note = runner.budget_status
+        if (note is None) != (state.budget_note is None) and not self.dashboard.ended:
+            now = self.clock()
+            if note is not None:
+                state.note(now, f"dispatch stopped: {note} (b: raise the limit)", "budget")
+                self.notify(
+                    f"{note}. Calls under way finish; b raises the limit.",
+                    title="Budget reached",
+                    severity="warning",
+                    timeout=15,
+                )
+            else:
+                state.note(now, "the budget allows more: dispatch goes on", "budget")
+        state.budget_note = note
+        state.max_cost = runner.max_cost
+        state.draining = runner.draining
 
     def _drain(self, runner: RunnerLike, budget: float | None = FOLD_BUDGET_SECONDS) -> None:
         """Fold buffered events in slices until the buffer is empty or the budget is spent."""
@@ -213,6 +244,14 @@ class DashboardApp(App[None]):
     def runner_paused(self) -> bool:
         """True while dispatch is paused."""
         return self.runner is not None and self.runner.paused
+
+    def can_control(self) -> bool:
+        """True while workers, limits and the budget can be changed (the run is open)."""
+        return self._can_command()
+
+    def can_drain(self) -> bool:
+        """True while the run goes and is not draining already."""
+        return self._can_command() and self.dashboard.active and not self.dashboard.state.draining
 
     def can_show_runs(self) -> bool:
         """The runs screen swaps runners, so it is not offered in watch mode."""
@@ -303,6 +342,89 @@ class DashboardApp(App[None]):
         self.dashboard.state.note(self.clock(), message)
         self.notify(message, timeout=3)
         self.redraw()
+
+    # ------------------------------------------------------------------ live controls
+
+    def current_controls(self) -> Controls:
+        """Workers, rpm, tpm and the cost limit in force."""
+        state = self.dashboard.state
+        return Controls(
+            state.max_workers or state.capacity, state.rpm_limit, state.tpm_limit, state.max_cost
+        )
+
+    def change_workers(self, step: int) -> None:
+        """One worker more or less (``+``/``-``), never fewer than one."""
+        if self.can_control():
+            self._set_workers(max(1, self.current_controls().workers + step))
+            self.redraw()
+
+    def _set_workers(self, count: int) -> None:
+        assert self.runner is not None
+        self.runner.set_workers(count)
+        self.dashboard.state.max_workers = count
+        message = f"workers set to {count}"
+        self.dashboard.state.note(self.clock(), message)
+        self.notify(message, timeout=3)
+
+    def open_controls(self, focus: str = "workers") -> None:
+        """Edit workers, rpm, tpm and the cost limit (``L``; ``b`` starts on the cost)."""
+        if not self.can_control():
+            return
+        note = self.dashboard.state.budget_note or ""
+        self.push_screen(
+            ControlsScreen(self.current_controls(), focus=focus, note=note), self.apply_controls
+        )
+
+    def apply_controls(self, controls: Controls | None) -> None:
+        """Apply what changed in the controls modal."""
+        if controls is None or self.runner is None or not self.can_control():
+            return
+        old, state, now = self.current_controls(), self.dashboard.state, self.clock()
+        if controls.workers != old.workers:
+            self._set_workers(controls.workers)
+        if (controls.rpm, controls.tpm) != (old.rpm, old.tpm):
+            live = self.runner.set_limits(controls.rpm, controls.tpm)
+            state.rpm_limit, state.tpm_limit = controls.rpm, controls.tpm
+            when = "now" if live else "from the next round (this engine cannot re-pace a round)"
+            message = f"pacing {_limit('rpm', controls.rpm)}, {_limit('tpm', controls.tpm)}: {when}"
+            state.note(now, message)
+            self.notify(message, timeout=5 if live else 10)
+        if controls.max_cost != old.max_cost:
+            self.runner.set_max_cost(controls.max_cost)
+            state.max_cost = controls.max_cost
+            message = (
+                f"cost limit {fmt_cost(controls.max_cost)}"
+                if controls.max_cost is not None
+                else "no cost limit"
+            )
+            state.note(now, message)
+            self.notify(message, timeout=3)
+        self.redraw()
+
+    def request_drain(self) -> None:
+        """Ask, then finish the calls under way, start nothing more and end the run."""
+        if not self.can_drain():
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes and self.runner is not None and self.can_drain():
+                self.runner.drain()
+                self.dashboard.state.draining = True
+                message = "draining: calls under way finish, nothing new starts"
+                self.dashboard.state.note(self.clock(), message)
+                self.notify(message, timeout=5)
+                self.redraw()
+
+        self.push_screen(
+            ConfirmScreen(
+                "Drain the run?",
+                "Calls under way finish; nothing new is sent. Then the run ends as "
+                "interrupted, and resume carries on with the items left.",
+                yes="Drain",
+                no="Keep running",
+            ),
+            answered,
+        )
 
     def copy_text(self, text: str, what: str) -> None:
         """Put ``text`` on the clipboard (through the terminal) and say what was copied."""
@@ -480,6 +602,22 @@ class DashboardApp(App[None]):
                 commands.append(("Resume dispatch", "Start new attempts again", self._resume))
             else:
                 commands.append(("Pause dispatch", "Start no new attempts", self._pause))
+        if self.can_control():
+            commands.append(
+                (
+                    "Live controls",
+                    "Workers, requests/min, tokens/min, cost limit",
+                    self.open_controls,
+                )
+            )
+        if self.can_drain():
+            commands.append(
+                (
+                    "Drain",
+                    "Finish the calls under way, send nothing more, end the run",
+                    self.request_drain,
+                )
+            )
         if on_main and row is not None:
             commands.append(
                 (
@@ -529,6 +667,10 @@ class DashboardApp(App[None]):
 
     def _resume(self) -> None:
         self.set_paused(False)
+
+
+def _limit(name: str, value: float | None) -> str:
+    return f"{name} {value:g}" if value is not None else f"no {name} limit"
 
 
 def run_dashboard(

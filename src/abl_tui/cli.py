@@ -2,7 +2,8 @@
 
 Exit status:
 
-- 0 every item succeeded; 1 some failed; 2 bad input or usage (nothing was sent);
+- 0 every item succeeded; 1 some failed, or the budget (``--max-cost``) stopped the run
+  (resumable); 2 bad input or usage (nothing was sent);
 - 74 the run store took no more writes (disk full, locked by another process) for
   ``--store-wait`` seconds: dispatch stopped, the run is interrupted with the reason, and
   ``resume`` carries on once the cause is gone;
@@ -78,6 +79,11 @@ def _seconds(text: str) -> float:
     return value
 
 
+_MAX_COST_HELP = (
+    "the run's cost limit in USD: dispatch stops once the cost so far plus the calls under "
+    "way reaches it (the dashboard waits for a higher limit; headless, the run ends "
+    "resumable with exit status 1)"
+)
 _STORE_WAIT_HELP = (
     "seconds to wait for a run store that takes no writes (disk full, locked) before "
     "stopping the run, resumable, with exit status 74 (default: 30)"
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "APIs, litellm for the rest; default auto",
     )
     run.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
+    run.add_argument("--max-cost", type=_positive_float, metavar="USD", help=_MAX_COST_HELP)
     _theme_option(run)
 
     resume = command("resume", "Resume a run: send every item without a committed result.")
@@ -153,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         "items file: refuse (default) if that file changed since, or ignore the change",
     )
     resume.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
+    resume.add_argument("--max-cost", type=_positive_float, metavar="USD", help=_MAX_COST_HELP)
     _theme_option(resume)
 
     runs = command("runs", "List the runs in the store.")
@@ -285,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         name=args.name,
         dry_run=args.dry_run,
+        max_cost=args.max_cost,
     )
     if args.transport is not None:  # the transport field may not exist in this version yet
         settings = settings.merged(transport=args.transport)
@@ -322,6 +331,7 @@ def _resume(args: argparse.Namespace) -> int:
         wait=args.wait,
         items_changed=args.items_changed,
         store_wait=_store_wait(args),
+        max_cost=args.max_cost,
     )
     return _execute(plan, dashboard=_use_dashboard(args), theme=_theme(args))
 
@@ -414,6 +424,10 @@ def exit_status(runner: Any, received: int | None = None) -> int:
     if outcome.error is not None:
         print(f"abl-tui: error: {outcome.error}", file=sys.stderr)
         return EXIT_USAGE if outcome.usage_error else EXIT_FAILED
+    if getattr(outcome, "budget_stop", False):
+        print(f"abl-tui: stopped: {outcome.note}", file=sys.stderr)
+        print(f"abl-tui: to go on: abl-tui resume {outcome.run_id} --max-cost USD", file=sys.stderr)
+        return EXIT_FAILED
     if received is not None:
         return 128 + received
     if outcome.interrupted or outcome.status == "interrupted":

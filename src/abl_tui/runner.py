@@ -36,6 +36,7 @@ from async_batch_llm.store.lease import Lease, LeaseClaim, LeaseHeld, LeaseLost
 from async_batch_llm.store.writer import StoreObserver
 
 from .batchfile import BatchFileError, iter_items
+from .flight import Budget, FlightLog
 from .settings import RunSettings, build_strategy, settings_from_stored, stored_settings
 from .state import stored_run
 
@@ -108,6 +109,7 @@ class RunPlan:
     wait: bool = False  # a run leased by another live process: wait for it (else refuse)
     store_wait: float = STORE_WAIT  # see STORE_WAIT
     items_changed: str = "refuse"  # resume of an edited items file: "refuse" or "ignore"
+    max_cost: float | None = None  # overrides the settings' budget (resume --max-cost)
 
 
 @dataclass
@@ -124,6 +126,8 @@ class RunOutcome:
     usage_error: bool = False  # the error is the user's input (a bad store file, no such run)
     busy: bool = False  # another live process runs it (or took it over from this one)
     store_failure: str | None = None  # why the store took no more writes (run stopped)
+    note: str | None = None  # why the operator or the budget ended the run early (drain)
+    budget_stop: bool = False  # the budget ended it (headless: nobody could raise it)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -163,6 +167,14 @@ class Runner:
         self._new_store = False  # this run created the store file
         self._bad_input = False  # the batch file was refused while being stored
         self._unwritable = False  # the store refused even the interruption's record
+        #: Calls under way and what finished items cost (the engine thread's own count).
+        self.flight = FlightLog()
+        self.flight.on_change = self._flight_changed
+        self._budget: Budget | None = None
+        #: Why the budget holds dispatch back right now (None: it does not).
+        self.budget_status: str | None = None
+        self._draining = False
+        self._limits: tuple[float | None, float | None] | None = None  # rpm, tpm set live
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -293,6 +305,11 @@ class Runner:
         failed = await store.failed_items(run_id, limit=5_000)
         # A resumed run's retries and 429s carry on from the stored counts, not from 0.
         self.initial = stored_run(run, failed, await store.attempt_outcomes(run_id))
+        settings_cost = self.settings.max_cost if self.settings is not None else None
+        max_cost = self.plan.max_cost or settings_cost
+        if max_cost is not None:
+            self._budget = Budget(max_cost, spent_before=run.cost or 0.0)
+        self.initial["max_cost"] = max_cost
 
     async def _create_run(self) -> str:
         """A new run, leased to this runner as it is created, with its batch stored."""
@@ -379,6 +396,7 @@ class Runner:
     def _make_processor(self, observers: list[Any]) -> ParallelBatchProcessor[Any, Any, Any]:
         settings = self.settings
         assert settings is not None
+        rpm, tpm = self._limits if self._limits is not None else (settings.rpm, settings.tpm)
         config = ProcessorConfig(
             max_workers=self._workers or settings.workers,
             timeout_per_item=settings.timeout,
@@ -388,8 +406,8 @@ class Runner:
                 slow_start_items=settings.workers,
                 slow_start_initial_delay=0.5,
             ),
-            max_requests_per_minute=settings.rpm,
-            max_tokens_per_minute=settings.tpm,
+            max_requests_per_minute=rpm,
+            max_tokens_per_minute=tpm,
             max_queue_size=max(1_000, 4 * settings.workers),
             dry_run=settings.dry_run,
         )
@@ -401,9 +419,10 @@ class Runner:
         assert store is not None and settings is not None and self.run_id is not None
         strategy = build_strategy(settings)
         writer = self._open_writer(settings)
-        processor = self._make_processor([writer, self.buffer])
+        processor = self._make_processor([writer, self.buffer, self.flight])
         self._processor = processor
         self._apply_pause()
+        self._check_budget()  # a resumed run may have spent its budget already
         await store.set_run_status(self.run_id, "running")
         await processor.start(collect_results=False)
         try:
@@ -504,7 +523,7 @@ class Runner:
         processor = self._processor
         if processor is None:
             return
-        if self._paused or self._store_hold:
+        if self._paused or self._store_hold or self.budget_status or self._draining:
             processor.pause()
         elif processor.paused:
             processor.resume()
@@ -573,7 +592,8 @@ class Runner:
         if self.outcome.store_failure is not None:
             await store.set_busy_timeout(GIVE_UP_BUSY_TIMEOUT)
         try:
-            await store.mark_interrupted(self.run_id, note=self.outcome.store_failure)
+            note = self.outcome.store_failure or self.outcome.note
+            await store.mark_interrupted(self.run_id, note=note)
             run = await store.get_run(self.run_id)
         except (StoreError, sqlite3.Error) as exc:  # the next resume records it
             self._unwritable = True
@@ -637,6 +657,85 @@ class Runner:
         """Start attempts again (unless the store holds dispatch back)."""
         self._paused = False
         self._call(self._apply_pause)
+
+    # ------------------------------------------------------------------ live controls
+
+    def _flight_changed(self) -> None:
+        """A call started or ended (in the loop): check the budget, and whether a drain is done."""
+        if self._budget is not None or self.budget_status is not None:
+            self._check_budget()
+        if self._draining and not self.flight.calling and self._processor is not None:
+            self._end_round_early()
+
+    def _check_budget(self) -> None:
+        """Hold dispatch once the budget is reached, let it go once it no longer is."""
+        budget = self._budget
+        reason = budget.reached(self.flight) if budget is not None else None
+        held = self.budget_status is not None
+        if (reason is not None) != held:
+            self._budget_reached(reason)
+        elif held:
+            self.budget_status = reason  # the same hold, with today's numbers
+
+    def _budget_reached(self, reason: str | None) -> None:
+        """Hold dispatch while the budget says so; headless (nobody can raise it), end the
+        run once the calls under way are done, resumable, with the reason."""
+        self.budget_status = reason
+        self._apply_pause()
+        if reason is None:
+            return
+        logger.warning("dispatch stopped: %s", reason)
+        if not self.plan.keep_open:
+            self.outcome.budget_stop = True
+            self._begin_drain(reason)
+
+    def _begin_drain(self, note: str) -> None:
+        self._draining = True
+        self.outcome.note = note
+        self._apply_pause()
+        if not self.flight.calling:
+            self._end_round_early()
+
+    def _end_round_early(self) -> None:
+        """Nothing is calling and nothing may start: end the run here, interrupted (the items
+        left stay pending: resumable)."""
+        self._draining = False
+        self._stopping = True
+        if self._main_task is not None:
+            self._main_task.cancel()
+
+    def drain(self) -> None:
+        """Finish the calls under way, start nothing more, then end the run as interrupted
+        (resumable); items waiting for a retry stay pending."""
+        self._call(lambda: self._begin_drain("drained by the operator"))
+
+    @property
+    def draining(self) -> bool:
+        """True between :meth:`drain` and the end of the calls under way."""
+        return self._draining
+
+    @property
+    def max_cost(self) -> float | None:
+        """The run's cost limit in USD (None: no limit)."""
+        return self._budget.max_cost if self._budget is not None else None
+
+    def set_max_cost(self, max_cost: float | None) -> None:
+        """Set (or, with None, lift) the run's cost limit; dispatch resumes if it is no longer
+        reached."""
+        spent_before = float(self.initial.get("cost") or 0.0)
+        self._budget = None if max_cost is None else Budget(max_cost, spent_before)
+        self._call(self._check_budget)
+
+    def set_limits(self, rpm: float | None, tpm: float | None) -> bool:
+        """New pacing limits: at once when the engine can change them mid-round (True), else
+        from the next round (False: the engine offers no setter yet)."""
+        self._limits = (rpm, tpm)
+        processor = self._processor
+        setter = getattr(processor, "set_pacing", None)
+        if setter is None:
+            return False
+        self._call(lambda: setter(rpm, tpm))
+        return True
 
     @property
     def cancelled(self) -> bool:

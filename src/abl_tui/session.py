@@ -77,6 +77,31 @@ class RunnerLike(Protocol):
     def set_workers(self, count: int) -> None:
         """Change concurrency."""
 
+    def set_limits(self, rpm: float | None, tpm: float | None) -> bool:
+        """New pacing limits; True when applied at once, False from the next round."""
+        ...
+
+    def set_max_cost(self, max_cost: float | None) -> None:
+        """Set or lift the run's cost limit."""
+
+    def drain(self) -> None:
+        """Finish the calls under way, start nothing, then end the run (resumable)."""
+
+    @property
+    def draining(self) -> bool:
+        """True while a drain waits for the calls under way."""
+        ...
+
+    @property
+    def max_cost(self) -> float | None:
+        """The run's cost limit (None: none)."""
+        ...
+
+    @property
+    def budget_status(self) -> str | None:
+        """Why the budget holds dispatch back now (None: it does not)."""
+        ...
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the engine thread to end."""
         ...
@@ -188,7 +213,10 @@ class Dashboard:
                 # RunState leaves status and the end time to its owner: a round's end is
                 # the run's end until the user sends items again.
                 self.round_active = False
-                state.status = "failed" if state.failed else "completed"
+                if data.get("cancelled"):  # interrupted: a drain, a quit or a signal
+                    state.status = "interrupted"
+                else:
+                    state.status = "failed" if state.failed else "completed"
                 state.finished_at = at
         return number
 

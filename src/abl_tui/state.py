@@ -172,6 +172,9 @@ class RunState:
     log: deque[LogEntry] = field(default_factory=lambda: deque(maxlen=MAX_LOG_ENTRIES))
     log_version: int = 0  # bumped on every new entry, so the log view can skip redraws
     attempt_base: dict[str, int] = field(default_factory=dict)  # calls before a hand retry
+    max_cost: float | None = None  # the run's cost limit (USD), if any
+    budget_note: str | None = None  # why the budget holds dispatch back right now
+    draining: bool = False  # finishing the calls under way, then ending the run
 
     # ------------------------------------------------------------------ derived
 
@@ -315,6 +318,7 @@ class RunState:
         self.rpm_limit = run.get("rpm")
         self.tpm_limit = run.get("tpm")
         self.max_workers = run.get("workers") or self.max_workers
+        self.max_cost = run.get("max_cost", self.max_cost)
         self.retries = run.get("retries", self.retries)
         self.rate_limits = run.get("rate_limits", self.rate_limits)
         self.run_started_at = run.get("started_at", self.run_started_at)

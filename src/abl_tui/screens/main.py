@@ -51,6 +51,11 @@ class MainScreen(Screen[None]):
         Binding("y", "copy_error", "Copy", show=False, id="abl.copy"),
         Binding("l", "toggle_log", "Log", id="abl.log"),
         Binding("u", "runs", "Runs", show=False, id="abl.runs"),
+        Binding("L", "controls", "Controls", show=False, id="abl.controls"),
+        Binding("plus", "workers(1)", "Worker +1", key_display="+", show=False, id="abl.more"),
+        Binding("minus", "workers(-1)", "Worker -1", key_display="-", show=False, id="abl.fewer"),
+        Binding("b", "budget", "Budget", show=False, id="abl.budget"),
+        Binding("d", "drain", "Drain", show=False, id="abl.drain"),
         Binding("escape", "clear_search", "Clear search", show=False, id="abl.clear_search"),
     ]
 
@@ -144,6 +149,10 @@ class MainScreen(Screen[None]):
             return self.failed.highlighted_row is not None
         if action == "runs":
             return control.can_show_runs()
+        if action in ("controls", "workers", "budget"):
+            return not self.read_only and control.can_control()
+        if action == "drain":
+            return not self.read_only and control.can_drain()
         if action == "clear_search":
             return bool(self.failed.search_text) or self.failed.search_open
         if action in ("cycle_filter", "cycle_category", "search", "copy_error"):
@@ -202,6 +211,22 @@ class MainScreen(Screen[None]):
     def action_clear_search(self) -> None:
         """Clear and close the search box."""
         self.failed.close_search()
+
+    def action_controls(self) -> None:
+        """Edit workers, rpm, tpm and the cost limit."""
+        self.control.open_controls()
+
+    def action_workers(self, step: int) -> None:
+        """One worker more or less."""
+        self.control.change_workers(step)
+
+    def action_budget(self) -> None:
+        """Set the cost limit."""
+        self.control.open_controls(focus="max_cost")
+
+    def action_drain(self) -> None:
+        """Ask, then finish the calls under way and end the run (resumable)."""
+        self.control.request_drain()
 
     def action_runs(self) -> None:
         """Show the past runs."""

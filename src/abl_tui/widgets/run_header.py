@@ -14,6 +14,8 @@ _BADGES = {
     "starting": ("◌ starting", "-running"),
     "running": ("● running", "-running"),
     "paused": ("⏸ paused", "-paused"),
+    "budget": ("⏸ budget reached", "-cooldown"),
+    "draining": ("◐ draining", "-paused"),
     "cooldown": ("◷ cooldown", "-cooldown"),
     "completed": ("✓ completed", "-ok"),
     "failed": ("✗ done with failures", "-failed"),
@@ -28,6 +30,10 @@ def phase(dashboard: Dashboard, now: float) -> str:
     state = dashboard.state
     if not dashboard.seeded:
         return "starting"
+    if dashboard.active and state.draining:
+        return "draining"
+    if dashboard.active and state.budget_note:
+        return "budget"
     if dashboard.active and state.cooldown_remaining(now) > 0:
         return "cooldown"
     if dashboard.active and state.paused:

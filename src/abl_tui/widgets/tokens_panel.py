@@ -12,6 +12,22 @@ from ..state import RunState
 from .gauge import Gauge
 
 
+def budget_text(state: RunState) -> Text:
+    """``limit $0.0500 (39%)``, ``limit $0.0500 reached`` while it holds dispatch back, or
+    ``no cost limit``."""
+    line = Text(no_wrap=True, overflow="ellipsis")
+    if state.max_cost is None:
+        line.append("no cost limit", "dim")
+        return line
+    line.append("limit ", "dim")
+    line.append(fmt.cost(state.max_cost), "bold")
+    if state.budget_note:
+        line.append(" reached", "bold reverse")
+    elif state.totals.cost_known:
+        line.append(f" ({state.totals.cost / state.max_cost:.0%})", "dim")
+    return line
+
+
 class TokensPanel(Vertical):
     """Token totals and cost; a cost the model map does not know reads ``unknown``."""
 
@@ -23,12 +39,14 @@ class TokensPanel(Vertical):
         self._cached = Static(id="cached")
         self._gauge = Gauge(id="cache-gauge")
         self._cost = Static(id="cost")
+        self._budget = Static(id="budget")
 
     def compose(self) -> ComposeResult:
         yield self._counts
         yield self._cached
         yield self._gauge
         yield self._cost
+        yield self._budget
 
     def show(self, state: RunState, now: float) -> None:
         """Redraw from the state (only what changed)."""
@@ -58,7 +76,14 @@ class TokensPanel(Vertical):
             no_wrap=True,
             overflow="ellipsis",
         )
-        key = (counts.plain, cached.plain, cost.plain, round(totals.cache_hit_rate, 4))
+        budget = budget_text(state)
+        key = (
+            counts.plain,
+            cached.plain,
+            cost.plain,
+            budget.plain,
+            round(totals.cache_hit_rate, 4),
+        )
         if key == self._shown:
             return
         self._shown = key
@@ -66,4 +91,5 @@ class TokensPanel(Vertical):
         self._counts.update(counts, layout=False)
         self._cached.update(cached, layout=False)
         self._cost.update(cost, layout=False)
+        self._budget.update(budget, layout=False)
         self._gauge.share = totals.cache_hit_rate
