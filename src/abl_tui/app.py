@@ -597,6 +597,31 @@ class DashboardApp(App[None]):
                     self.request_retry_all,
                 )
             )
+        commands.extend(self._dispatch_commands())
+        if on_main and row is not None:
+            commands.append(
+                (
+                    f"Open item {row.item_id}",
+                    "Prompt, output, error and attempt history",
+                    lambda item_id=row.item_id: self.open_item(item_id),
+                )
+            )
+        if on_main:
+            commands.extend(self._panel_commands())
+        commands.append(("Help", "Every key, by screen", self.action_help))
+        if self.can_show_runs() and not isinstance(screen, RunsScreen):
+            commands.append(
+                ("Runs", "Past runs: resume one or retry its failed items", self.show_runs)
+            )
+        if isinstance(screen, RunsScreen):
+            commands.extend(screen.palette_commands())
+        if not on_main and not screen.is_modal:
+            commands.append(("Back to the dashboard", "Close this screen", self._back_to_main))
+        return commands
+
+    def _dispatch_commands(self) -> list[Command]:
+        """Pause or resume, the live controls and drain, as far as they can run now."""
+        commands: list[Command] = []
         if self.can_pause():
             if self.runner_paused():
                 commands.append(("Resume dispatch", "Start new attempts again", self._resume))
@@ -618,25 +643,6 @@ class DashboardApp(App[None]):
                     self.request_drain,
                 )
             )
-        if on_main and row is not None:
-            commands.append(
-                (
-                    f"Open item {row.item_id}",
-                    "Prompt, output, error and attempt history",
-                    lambda item_id=row.item_id: self.open_item(item_id),
-                )
-            )
-        if on_main:
-            commands.extend(self._panel_commands())
-        commands.append(("Help", "Every key, by screen", self.action_help))
-        if self.can_show_runs() and not isinstance(screen, RunsScreen):
-            commands.append(
-                ("Runs", "Past runs: resume one or retry its failed items", self.show_runs)
-            )
-        if isinstance(screen, RunsScreen):
-            commands.extend(screen.palette_commands())
-        if not on_main and not screen.is_modal:
-            commands.append(("Back to the dashboard", "Close this screen", self._back_to_main))
         return commands
 
     def _panel_commands(self) -> list[Command]:
