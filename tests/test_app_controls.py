@@ -4,7 +4,10 @@ a signal stopped the run, the theme remembered, and the live controls of a runni
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +17,12 @@ from textual.widgets import Input, Static
 
 from abl_tui import cli
 from abl_tui.app import DashboardApp
+from abl_tui.batchfile import BatchSpec
 from abl_tui.preferences import Preferences, config_dir
+from abl_tui.runner import Runner, RunPlan
 from abl_tui.screens import ConfirmScreen, Controls, ControlsScreen
 from abl_tui.screens.controls import parse_controls
+from async_batch_llm.store import RunStore
 from test_app_fakes import NOW, demo_runner, finished_script, frozen_clock
 
 
@@ -283,3 +289,106 @@ async def test_no_controls_on_a_finished_run() -> None:
         await pilot.pause()
         assert app.screen is app.main
         assert not {"drain", "set_workers", "set_limits"} & set(runner.names())
+
+
+# ---------------------------------------------------------------------- the real runner
+
+
+def write_items(path: Path, count: int, tag: str) -> Path:
+    with path.open("w") as out:
+        for number in range(count):
+            out.write(json.dumps({"id": f"i{number:04d}", "prompt": f"{tag} say {number}"}) + "\n")
+    return path
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition()`` (the runner works in its own thread) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_drain_finishes_the_calls_under_way_and_ends_the_run_resumable(tmp_path: Path) -> None:
+    items = write_items(tmp_path / "items.jsonl", 3_000, uuid.uuid4().hex)
+    spec = BatchSpec(items=str(items), model="simulated/default", workers=4)
+    plan = RunPlan(db_path=tmp_path / "runs.db", settings=spec, items_path=items, keep_open=True)
+    runner = Runner(plan)
+    runner.start()
+    try:
+        wait_until(lambda: runner.flight.finished > 20, "the first answers")
+        runner.drain()
+        assert runner.join(60), "the drained run did not end"
+    finally:
+        if not runner.done.is_set():
+            runner.cancel()
+            runner.join(30)
+    assert not runner.cancelled and runner.outcome.interrupted
+    assert runner.outcome.status == "interrupted"
+    assert not runner.flight.calling  # every call under way was let finish
+    run = asyncio.run(_stored_run(plan.db_path))
+    assert run.status == "interrupted" and run.note == "drained by the operator"
+    assert 0 < run.succeeded < 3_000 and run.pending == 3_000 - run.succeeded - run.failed
+
+
+def test_the_budget_holds_dispatch_until_it_is_raised(tmp_path: Path) -> None:
+    items = write_items(tmp_path / "items.jsonl", 60, uuid.uuid4().hex)
+    spec = BatchSpec(
+        items=str(items),
+        model="simulated/default",
+        price_as="openai/gpt-4o-mini",
+        workers=2,
+        max_cost=0.0002,
+    )
+    plan = RunPlan(db_path=tmp_path / "runs.db", settings=spec, items_path=items, keep_open=True)
+    runner = Runner(plan)
+    runner.start()
+    try:
+        wait_until(lambda: runner.budget_status is not None, "the budget to hold dispatch")
+        wait_until(lambda: not runner.flight.calling, "the calls under way")
+        held_at = runner.flight.priced_items
+        assert 0 < held_at < 60
+        assert runner.flight.cost <= 0.0002 + 2 * runner.flight.cost / held_at
+        assert runner.budget_status.startswith("budget $0.0002 reached")
+        assert runner.flight.priced_items == held_at and not runner.done.is_set()  # held
+        runner.set_max_cost(None)
+        wait_until(lambda: runner.flight.priced_items == 60, "the rest of the run")
+        assert runner.budget_status is None
+    finally:
+        runner.stop()
+        runner.join(30)
+    assert runner.outcome.status == "completed"
+
+
+def test_headless_the_budget_ends_the_run_resumable_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_items(tmp_path / "items.jsonl", 200, uuid.uuid4().hex)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'items = "items.jsonl"\nmodel = "simulated/default"\nprice_as = "openai/gpt-4o-mini"\n'
+        "workers = 2\nmax_cost = 0.0002\n"
+    )
+    db = tmp_path / "runs.db"
+    status = cli.main(["run", str(spec), "--headless", "--db", str(db)])
+    assert status == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "stopped: budget $0.0002 reached" in err and "--max-cost USD" in err
+    run = asyncio.run(_stored_run(db))
+    assert run.status == "interrupted" and run.note.startswith("budget $0.0002 reached")
+    assert 0 < run.succeeded < 200 and run.pending > 0
+    average = run.cost / run.succeeded
+    assert run.cost <= 0.0002 + 2 * average  # at most the calls under way when it was reached
+    # resume with a higher limit carries on from there
+    status = cli.main(["resume", "latest", "--headless", "--db", str(db), "--max-cost", "1"])
+    assert status == cli.EXIT_OK
+    assert asyncio.run(_stored_run(db)).succeeded == 200
+
+
+async def _stored_run(db: Path) -> Any:
+    store = await RunStore.open(db, readonly=True)
+    try:
+        [run] = await store.list_runs()
+        return run
+    finally:
+        await store.close()

@@ -30,6 +30,7 @@ class FlightLog(BaseObserver):
         self.calling: set[str] = set()
         self.cost = 0.0  # this session's items, as the provider priced them
         self.priced_items = 0
+        self.finished = 0  # items ended this session (succeeded or failed)
         #: Called (in the engine's loop) after a call starts or ends.
         self.on_change: Callable[[], None] | None = None
 
@@ -44,6 +45,7 @@ class FlightLog(BaseObserver):
         elif name in _CALL_ENDED:
             self.calling.discard(data.get("item_id", ""))
             if name in _ITEM_ENDED:
+                self.finished += 1
                 cost = data.get("cost")
                 if cost is not None:
                     self.cost += cost
