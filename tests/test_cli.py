@@ -460,7 +460,7 @@ def good_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GoodRun]:
         write_items(folder / "items.jsonl", GOOD_ITEMS)
         proc = abl(
             "run", "items.jsonl", "--headless", "--workers", "4",
-            "--model", f"openai/{PRICED_MODEL}", "--api-base", url,
+            "--model", f"openai/{PRICED_MODEL}", "--api-base", url, "--yes",
             cwd=folder,
         )  # fmt: skip
         ids = RUN_ID.findall(proc.stdout)

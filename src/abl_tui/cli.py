@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
     run.add_argument("--max-cost", type=_positive_float, metavar="USD", help=_MAX_COST_HELP)
+    run.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="start a paid run without asking (its cost and time forecast is printed; "
+        "without a terminal, a paid run needs --yes)",
+    )
     _theme_option(run)
 
     resume = command("resume", "Resume a run: send every item without a committed result.")
@@ -299,6 +306,8 @@ def _run(args: argparse.Namespace) -> int:
         settings = settings.merged(transport=args.transport)
     if not settings.name:
         settings = settings.merged(name=batch.items_path.stem)
+    if not _confirmed(settings, batch.items_path, yes=args.yes):
+        return EXIT_USAGE
     plan = RunPlan(
         db_path=args.db,
         settings=settings,
@@ -308,6 +317,37 @@ def _run(args: argparse.Namespace) -> int:
         store_wait=_store_wait(args),
     )
     return _execute(plan, dashboard=_use_dashboard(args), theme=_theme(args))
+
+
+def _confirmed(settings: Any, items_path: Path, *, yes: bool) -> bool:
+    """A run that may cost money shows its forecast and asks ``Start? ~$4.10 (+/- 15%),
+    ~25 min`` first: on a terminal it waits for y; without one it refuses (exit 2) unless
+    ``--yes`` was given, since nobody is there to see the cost."""
+    from .forecast import forecast, needs_confirmation
+
+    if not needs_confirmation(settings):
+        return True
+    expected = forecast(settings, items_path)
+    print(f"abl-tui: {expected.detail()}", file=sys.stderr)
+    if yes:
+        print(
+            f"abl-tui: {expected.question().removeprefix('Start? ')}: starting (--yes)",
+            file=sys.stderr,
+        )
+        return True
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise _UsageError(
+            f"{expected.question()} This run may cost money and there is no terminal to "
+            "confirm it: pass --yes to start it"
+        )
+    try:
+        answer = input(f"{expected.question()} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() in ("y", "yes"):
+        return True
+    print("abl-tui: not started; nothing was sent", file=sys.stderr)
+    return False
 
 
 def _store_wait(args: argparse.Namespace) -> float:
