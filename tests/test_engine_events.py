@@ -521,43 +521,43 @@ async def test_metrics_observer_keeps_bounded_samples(fast_config: Config) -> No
 
 
 class _NoAwait(BaseObserver):
+    def __init__(self) -> None:
+        self.seen: list[tuple[ProcessingEvent, str]] = []
+
     async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        self.last = event
+        self.seen.append((event, data.get("item_id", "")))
 
 
-class _Awaits(BaseObserver):
+class _SyncReader(BaseObserver):
+    def __init__(self) -> None:
+        self.seen: list[ProcessingEvent] = []
+
     async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        await asyncio.sleep(0)
+        raise AssertionError("a class with on_event_sync is called through it")
+
+    def on_event_sync(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+        self.seen.append(event)
 
 
-class _AsyncWith(BaseObserver):
-    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        async with asyncio.Lock():
-            pass
-
-
-class _AsyncFor(BaseObserver):
-    async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        async for _ in _empty():
-            pass
-
-
-async def _empty() -> Any:
-    return
-    yield
-
-
-@pytest.mark.parametrize(
-    ("observer", "in_place"),
-    [(_NoAwait(), True), (_Awaits(), False), (_AsyncWith(), False), (_AsyncFor(), False)],
-)
-def test_only_an_on_event_that_cannot_suspend_runs_in_place(
-    observer: BaseObserver, in_place: bool
+async def test_async_observers_get_every_event_in_order_and_sync_ones_in_place(
+    fast_config: Callable[..., ProcessorConfig],
 ) -> None:
-    from async_batch_llm.core.events import in_place_handler
+    from async_batch_llm.core.events import sync_handler
 
-    handler = in_place_handler(observer)
-    assert (handler is not None) is in_place
-    if handler is not None:
-        handler(EV.ITEM_STARTED, {})
-        assert observer.last is EV.ITEM_STARTED  # type: ignore[attr-defined]
+    awaiting, sync = _NoAwait(), _SyncReader()
+    assert sync_handler(awaiting) is None and sync_handler(sync) is not None
+    strategy = FakeStrategy()
+    async with ParallelBatchProcessor(
+        config=fast_config(max_workers=1), observers=[awaiting, sync]
+    ) as processor:
+        for n in range(3):
+            await processor.add_work(LLMWorkItem(f"i{n}", strategy, "p"))
+        await processor.process_all()
+    item_events = [(e, i) for e, i in awaiting.seen if i]
+    assert item_events == [
+        (EV.ITEM_STARTED, "i0"), (EV.ITEM_COMPLETED, "i0"),
+        (EV.ITEM_STARTED, "i1"), (EV.ITEM_COMPLETED, "i1"),
+        (EV.ITEM_STARTED, "i2"), (EV.ITEM_COMPLETED, "i2"),
+    ]  # fmt: skip
+    assert sync.seen[0] is EV.BATCH_STARTED and sync.seen[-1] is EV.BATCH_COMPLETED
+    assert [e for e, _ in awaiting.seen] == sync.seen

@@ -1,28 +1,26 @@
 """Event dispatch to observers, cheap enough for the per-item hot path.
 
 Each event goes only to the observers that want it (``ProcessorObserver.wanted_events``).
-Observers with a synchronous handler (the built-in ones) are called in place, and so is an
-``async def on_event`` with no ``await`` in it: its coroutine cannot suspend, so running it
-to the end where the event is emitted is exactly what awaiting it would do. Every other
-observer gets its own delivery task: events queue for it in order and the task awaits
-each ``on_event`` directly. The coroutine always runs in the observer's own task, so its
-own ``asyncio.timeout`` can never cancel a worker, and a slow or hanging observer holds up
-only its own deliveries, until more than ``BACKLOG_LIMIT`` events wait for it: then the
-workers wait for it to catch up, so memory stays bounded. No timer is armed per event: a
-watchdog ticking a few times per ``observer_timeout`` abandons a delivery that has made no
+Observers with a synchronous handler (``on_event_sync``: the built-in ones, the run store,
+the app's) are called in place where the event is emitted. Every other observer gets its
+own delivery task: events queue for it in order and the task awaits each ``on_event``.
+The coroutine always runs in the observer's own task, so its own ``asyncio.timeout`` can
+never cancel a worker, and a slow or hanging observer holds up only its own deliveries,
+until more than ``BACKLOG_LIMIT`` events wait for it: then the workers wait for it to
+catch up, so memory stays bounded. No timer is armed per event: a watchdog ticking a few
+times per ``observer_timeout`` abandons a delivery that has made no
 progress for that long.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dis
-import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from ..observers import payloads as p
 from ..observers.base import ProcessingEvent, ProcessorObserver
 
 logger = logging.getLogger("async_batch_llm.observers")
@@ -34,7 +32,12 @@ _TICKS_PER_TIMEOUT = 4
 #: memory stays bounded however slow an observer is, and no event is dropped.
 BACKLOG_LIMIT = 100_000
 
+#: How one observer is handed one event.
 Deliver = Callable[[ProcessingEvent, dict[str, Any]], None]
+
+_P = TypeVar("_P")
+#: A function delivering one kind of event, given its payload.
+Emit = Callable[[_P], None]
 
 
 def sync_handler(observer: ProcessorObserver) -> Deliver | None:
@@ -50,28 +53,6 @@ def sync_handler(observer: ProcessorObserver) -> Deliver | None:
         if "on_event_sync" in cls.__dict__:
             return handler if type(observer).on_event is cls.__dict__.get("on_event") else None
     return None
-
-
-def in_place_handler(observer: ProcessorObserver) -> Deliver | None:
-    """A plain function running the observer's ``on_event``, if that can never suspend.
-
-    A coroutine suspends only at a ``YIELD_VALUE`` of its own code (every ``await``,
-    ``async with`` and ``async for`` compiles to one), so one without any always finishes
-    on its first step. Iterating its awaitable runs it to the end without the
-    ``StopIteration`` that ``send`` would raise.
-    """
-    on_event = observer.on_event
-    function = getattr(on_event, "__func__", on_event)
-    if not inspect.iscoroutinefunction(function) or not hasattr(function, "__code__"):
-        return None
-    if any(op.opname == "YIELD_VALUE" for op in dis.get_instructions(function.__code__)):
-        return None
-
-    def run_in_place(event: ProcessingEvent, payload: dict[str, Any]) -> None:
-        for _ in on_event(event, payload).__await__():
-            pass  # never reached: the coroutine has nowhere to suspend
-
-    return run_in_place
 
 
 class _Delivery:
@@ -183,7 +164,7 @@ class EventDispatcher:
         self._deliveries: list[_Delivery] = []
         handlers: list[Deliver] = []
         for observer in self.observers:
-            handler = sync_handler(observer) or in_place_handler(observer)
+            handler = sync_handler(observer)
             if handler is None:
                 delivery = _Delivery(observer, timeout)
                 self._deliveries.append(delivery)
@@ -194,7 +175,8 @@ class EventDispatcher:
         # the original (nobody reads it after that).
         self._routes: dict[ProcessingEvent, tuple[tuple[Deliver, bool], ...]] = {}
         for event in ProcessingEvent:
-            borrowers, owners = [], []
+            borrowers: list[Deliver] = []
+            owners: list[Deliver] = []
             for observer, handler in zip(self.observers, handlers, strict=True):
                 if _wants(observer, event):
                     (borrowers if _borrows(observer) else owners).append(handler)
@@ -202,17 +184,18 @@ class EventDispatcher:
                 (handler, index != len(owners) - 1) for index, handler in enumerate(owners)
             )
 
-    def emitter(self, event: ProcessingEvent) -> Callable[[dict[str, Any]], None] | None:
+    def emitter(self, event: ProcessingEvent) -> Emit[p.Payload] | None:
         """A function delivering ``event`` with the payload it is given; None if nobody wants it.
 
-        The hot path holds one per event: no enum lookup per call, and no payload is built
-        for an event no observer takes.
+        The hot path holds one per event (see :class:`Emitters`): no enum lookup per call,
+        and no payload is built for an event no observer takes.
         """
         routes = self._routes[event]
         if not routes:
             return None
 
-        def deliver(data: dict[str, Any]) -> None:
+        def deliver(payload: p.Payload) -> None:
+            data = cast(dict[str, Any], payload)  # a typed dict is a plain dict at run time
             for handler, copy in routes:
                 try:
                     handler(event, data.copy() if copy else data)
@@ -221,8 +204,9 @@ class EventDispatcher:
 
         return deliver
 
-    def emit(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
+    def emit(self, event: ProcessingEvent, payload: p.Payload) -> None:
         """Deliver ``event``: in place to sync handlers, queued to async observers."""
+        data = cast(dict[str, Any], payload)
         for handler, copy in self._routes[event]:
             try:
                 handler(event, data.copy() if copy else data)
@@ -257,3 +241,41 @@ def _borrows(observer: ProcessorObserver) -> bool:
 def _wants(observer: ProcessorObserver, event: ProcessingEvent) -> bool:
     wanted = getattr(observer, "wanted_events", None)
     return wanted is None or event in wanted
+
+
+class Emitters:
+    """One typed delivery function per event, None when no observer takes that event.
+
+    The engine builds a payload only after checking its emitter is there, and mypy checks
+    every payload against its event's ``TypedDict`` (:mod:`..observers.payloads`).
+    """
+
+    __slots__ = (
+        "batch_completed",
+        "batch_started",
+        "cooldown_ended",
+        "cooldown_started",
+        "item_completed",
+        "item_failed",
+        "item_retry",
+        "item_started",
+        "limits_learned",
+        "rate_limit_hit",
+        "worker_started",
+        "worker_stopped",
+    )
+
+    def __init__(self, dispatcher: EventDispatcher) -> None:
+        emitter, event = dispatcher.emitter, ProcessingEvent
+        self.batch_started: Emit[p.BatchStarted] | None = emitter(event.BATCH_STARTED)
+        self.batch_completed: Emit[p.BatchCompleted] | None = emitter(event.BATCH_COMPLETED)
+        self.worker_started: Emit[p.WorkerStarted] | None = emitter(event.WORKER_STARTED)
+        self.worker_stopped: Emit[p.WorkerStopped] | None = emitter(event.WORKER_STOPPED)
+        self.item_started: Emit[p.ItemStarted] | None = emitter(event.ITEM_STARTED)
+        self.item_completed: Emit[p.ItemCompleted] | None = emitter(event.ITEM_COMPLETED)
+        self.item_failed: Emit[p.ItemFailed] | None = emitter(event.ITEM_FAILED)
+        self.item_retry: Emit[p.ItemRetry] | None = emitter(event.ITEM_RETRY)
+        self.rate_limit_hit: Emit[p.RateLimitHit] | None = emitter(event.RATE_LIMIT_HIT)
+        self.cooldown_started: Emit[p.CooldownStarted] | None = emitter(event.COOLDOWN_STARTED)
+        self.cooldown_ended: Emit[p.CooldownEnded] | None = emitter(event.COOLDOWN_ENDED)
+        self.limits_learned: Emit[p.LimitsLearned] | None = emitter(event.LIMITS_LEARNED)
