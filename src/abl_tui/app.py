@@ -9,6 +9,7 @@ runner's thread-safe methods only; widgets read the state and ask the app to act
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -193,7 +194,7 @@ class DashboardApp(App[None]):
     def redraw(self) -> None:
         """Redraw the main screen from the model in one batch, then the footer if needed."""
         now = self.clock()
-        if not self.main.visible:
+        if not self.main.in_view:
             return  # redrawn when it is shown again (MainScreen.on_screen_resume)
         with self.batch_update():
             self.main.show(self.dashboard, now)
@@ -603,7 +604,7 @@ class DashboardApp(App[None]):
                 (
                     f"Open item {row.item_id}",
                     "Prompt, output, error and attempt history",
-                    lambda item_id=row.item_id: self.open_item(item_id),
+                    functools.partial(self.open_item, row.item_id),
                 )
             )
         if on_main:
@@ -663,7 +664,7 @@ class DashboardApp(App[None]):
                     (
                         f"Show {name} items",
                         f"Filter the failed-items table: {name}",
-                        lambda name=name: setattr(panel, "status_filter", name),
+                        functools.partial(setattr, panel, "status_filter", name),
                     )
                 )
         return commands

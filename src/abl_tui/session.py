@@ -35,13 +35,17 @@ class EventSource(Protocol):
 class RunnerLike(Protocol):
     """The runner surface the dashboard uses (thread-safe methods, plain attributes)."""
 
-    buffer: EventSource
     initial: dict[str, Any]
     ready: threading.Event
     done: threading.Event
     run_id: str | None
     outcome: Any
     plan: Any
+
+    @property
+    def buffer(self) -> EventSource:
+        """Where the engine's events wait for the UI."""
+        ...
 
     @property
     def paused(self) -> bool:

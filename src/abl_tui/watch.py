@@ -79,7 +79,7 @@ class StoreSource:
         self._store = await RunStore.open(self.db_path, readonly=True)
         run = await self._store.get_run(self.run_ref)
         self._run_id = run.id
-        return run.id
+        return str(run.id)
 
     async def snapshot(self) -> Snapshot:
         store, run_id = self._store, self._run_id

@@ -100,7 +100,7 @@ class MainScreen(Screen[None]):
         self.control.redraw()
 
     @property
-    def visible(self) -> bool:
+    def in_view(self) -> bool:
         """True when the screen can be seen: on top, or under a modal."""
         stack = self.app.screen_stack
         if not self.ready or not stack or self not in stack:

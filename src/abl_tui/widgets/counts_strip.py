@@ -45,7 +45,7 @@ class CountsStrip(Horizontal):
         if key == self._shown:
             return
         # the counts are sized to their text: lay out again only when its length changes
-        relayout = not self._shown or len(counts.plain) != len(self._shown[0])
+        relayout = not self._shown or len(counts.plain) != len(str(self._shown[0]))
         self._shown = key
         self._counts.update(counts, layout=relayout)
         self._limits.update(limits, layout=False)
