@@ -2,6 +2,11 @@
 
 Batch mode: ``add_work`` then ``process_all``. Streaming mode: ``start``, ``add_work`` at
 any time, ``finish``, and ``results()`` as an async iterator, with bounded memory.
+
+Reading order: the public API; the worker pool (one ``asyncio.TaskGroup``, so a worker's
+crash surfaces in ``join``); one item's way (:meth:`ParallelBatchProcessor._process_item`:
+admission, an attempt, its classification, then a cooldown, a backoff or the item's end);
+results; rate limits and pacing.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import random
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, Generic
 
 from .base import (
@@ -23,21 +28,20 @@ from .base import (
     PostProcessorFunc,
     ProcessingStats,
     ProgressCallbackFunc,
-    RetryState,
     TContext,
     TInput,
-    TokenUsage,
     TOutput,
     WorkItemResult,
 )
+from .core.calls import CallOutcome, read_return, start_call, tell_error
+from .core.clock import SYSTEM_CLOCK, Clock
 from .core.config import ProcessorConfig
 from .core.cooldown import CooldownCoordinator, RateLimitTooLong, provider_wait
-from .core.events import EventDispatcher
+from .core.events import Emitters, EventDispatcher
+from .core.item_run import ItemRun
 from .core.pacing import Pacer
-from .core.resume import ResumedCoroutine
-from .core.signatures import NO_STATE, POSITIONAL, call_shape
 from .middleware.base import Middleware
-from .observers.base import ProcessingEvent, ProcessorObserver
+from .observers.base import ProcessorObserver
 from .strategies.errors import (
     DefaultErrorClassifier,
     ErrorClassifier,
@@ -51,19 +55,22 @@ from .strategies.rate_limit import ExponentialBackoffStrategy, RateLimitStrategy
 
 logger = logging.getLogger(__name__)
 
-_STOP: Any = object()  # end-of-input marker, passed from worker to worker
-_EV = ProcessingEvent
-_YIELD_EVERY = 32  # items a worker processes before it lets the loop run others
-_CANCELLED = asyncio.CancelledError
-_perf_counter = time.perf_counter
+#: End-of-input marker, passed from worker to worker (and ending ``results()``).
+_END: Any = object()
+#: Items a worker processes before it lets the loop run others.
+_YIELD_EVERY = 32
+
+Item = LLMWorkItem[Any, Any, Any]
+Result = WorkItemResult[Any, Any]
 
 
-class _Strategy:
-    """What the processor knows about one prepared strategy instance."""
+class _PreparedStrategy:
+    """One strategy instance and whether its ``prepare()`` has run (under its lock)."""
 
-    __slots__ = ("lock", "prepared")
+    __slots__ = ("lock", "prepared", "strategy")
 
-    def __init__(self) -> None:
+    def __init__(self, strategy: Any) -> None:
+        self.strategy = strategy
         self.lock = asyncio.Lock()
         self.prepared = False
 
@@ -71,7 +78,11 @@ class _Strategy:
 class ParallelBatchProcessor(
     BatchProcessor[TInput, TOutput, TContext], Generic[TInput, TOutput, TContext]
 ):
-    """Processes work items in parallel, each as individual strategy calls."""
+    """Processes work items in parallel, each as individual strategy calls.
+
+    ``clock`` (ours): where cooldowns, pacing, slow start and backoff take their time
+    from; tests pass ``async_batch_llm.testing.VirtualClock`` to run them in no time.
+    """
 
     def __init__(
         self,
@@ -85,6 +96,8 @@ class ParallelBatchProcessor(
         middlewares: list[Middleware[TInput, TOutput, TContext]] | None = None,
         observers: list[ProcessorObserver] | None = None,
         progress_callback: ProgressCallbackFunc | None = None,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self.config = _with_legacy_keywords(
             config, max_workers, timeout_per_item, rate_limit_cooldown
@@ -94,52 +107,37 @@ class ParallelBatchProcessor(
         self.progress_callback = progress_callback
         self.error_classifier = error_classifier
         self._default_classifier: ErrorClassifier = DefaultErrorClassifier()
-        rl = cfg.rate_limit
         self.rate_limit_strategy: RateLimitStrategy = (
-            rate_limit_strategy
-            or ExponentialBackoffStrategy(
-                initial_cooldown=rl.cooldown_seconds,
-                max_cooldown=max(rl.cooldown_seconds * 4, rl.cooldown_seconds),
-                backoff_multiplier=rl.backoff_multiplier,
-                slow_start_items=rl.slow_start_items,
-                slow_start_initial_delay=rl.slow_start_initial_delay,
-                slow_start_final_delay=rl.slow_start_final_delay,
-            )
+            rate_limit_strategy or _default_rate_limit_strategy(cfg)
         )
         self.middlewares: list[Middleware[TInput, TOutput, TContext]] = list(middlewares or [])
+        self._clock = clock or SYSTEM_CLOCK
         self._events = EventDispatcher(list(observers or []), cfg.observer_timeout)
+        self._emit = Emitters(self._events)
         self._pacer = (
-            Pacer(cfg.max_requests_per_minute, cfg.max_tokens_per_minute)
+            Pacer(cfg.max_requests_per_minute, cfg.max_tokens_per_minute, self._clock)
             if cfg.max_requests_per_minute or cfg.max_tokens_per_minute
             else None
         )
+        self._limits_emitted = float("-inf")  # clock time of the last LIMITS_LEARNED
         self._stats = ProcessingStats()
-        self._strategies: dict[int, tuple[Any, _Strategy]] = {}
+        self._strategies: dict[int, _PreparedStrategy] = {}
         self._prepared: set[int] = set()  # ids of prepared strategies: the hot path's check
-        # How each strategy class takes ``state`` (execute, on_error): see core.signatures.
-        self._shapes: dict[type, tuple[int, int]] = {}
-        # One delivery function per hot event (None when no observer takes it).
-        emitter = self._events.emitter
-        self._on_started = emitter(_EV.ITEM_STARTED)
-        self._on_completed = emitter(_EV.ITEM_COMPLETED)
-        self._on_failed = emitter(_EV.ITEM_FAILED)
-        self._on_retry = emitter(_EV.ITEM_RETRY)
-        self._on_rate_limit = emitter(_EV.RATE_LIMIT_HIT)
-        self._on_limits = emitter(_EV.LIMITS_LEARNED)
-        self._limits_emitted = -1e9  # monotonic time of the last LIMITS_LEARNED
-        # Items added before the start, in order: the n-th taken has input index n (no
-        # (index, item) pair per item: at a million items those tuples cost real time).
-        self._backlog: deque[LLMWorkItem[TInput, TOutput, TContext]] = deque()
+        # Items added before the start, in order: the n-th taken has input index n.
+        self._backlog: deque[Item] = deque()
         self._backlog_taken = 0
-        self._queue: asyncio.Queue[Any] | None = None
+        self._queue: asyncio.Queue[Any] | None = None  # (index, item) pairs, then _END
         self._results: list[WorkItemResult[TOutput, TContext]] = []
         self._result_queue: asyncio.Queue[Any] | None = None
         self._collect = True
         self._stream_ended = False  # readers of results() stop once the buffer is empty
         self._stop_sent = False  # the end marker is in the results buffer
+        # The worker pool: one task group run by the pool task (see _run_pool).
+        self._pool: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._workers: dict[int, asyncio.Task[None]] = {}
         self._idle_workers: set[int] = set()  # waiting for input: can retire at once
         self._retiring: set[int] = set()
-        self._workers: dict[int, asyncio.Task[None]] = {}
         self._next_worker_id = 0
         self._target_workers = cfg.max_workers
         self._shrinking = False  # set_max_workers lowered the count: some workers retire
@@ -151,14 +149,16 @@ class ParallelBatchProcessor(
         # Dispatch gate: open unless paused or cooling down after a rate limit.
         self._gate: asyncio.Event | None = None
         self._paused = False
-        self._cooldown_until = 0.0
-        self._cooldown_handle: asyncio.TimerHandle | None = None
+        self._cooldown_until = 0.0  # clock time
+        self._cooldown_timer: asyncio.Task[None] | None = None
         self._cooling = False  # a cooldown is being decided or is in force
         self._cooldowns = CooldownCoordinator(cfg.rate_limit.max_cooldown_seconds)
         self._slow_start_count = -1  # -1: no slow start in force
         self._admit_freely = False  # see _refresh_admission
         self._last_progress = 0
-        self._start_monotonic = 0.0
+        self._start_time = 0.0  # clock time
+
+    # ----------------------------------------------------------------- public API
 
     # ----------------------------------------------------------------- public API
 
@@ -233,8 +233,7 @@ class ParallelBatchProcessor(
         """Run every added item; return all results (completion order)."""
         if self._started:
             raise RuntimeError("process_all() can run once per processor")
-        self._start_workers(streaming=False)
-        await self.finish()
+        await self._start_pool(streaming=False)
         await self.join()
         return BatchResult(self._results)
 
@@ -252,7 +251,7 @@ class ParallelBatchProcessor(
         self._collect = collect_results
         if collect_results:
             self._result_queue = asyncio.Queue(maxsize=max_buffered_results)
-        self._start_workers(streaming=True)
+        await self._start_pool(streaming=True)
 
     async def finish(self) -> None:
         """Take no more input; workers end once every queued item is done."""
@@ -260,12 +259,16 @@ class ParallelBatchProcessor(
             return
         self._closed = True
         if self._queue is not None:
-            await self._queue.put(_STOP)
+            await self._queue.put(_END)
 
     async def join(self) -> None:
-        """Wait until every worker has ended (call :meth:`finish` first)."""
-        if self._workers:
-            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
+        """Wait until every worker has ended (call :meth:`finish` first).
+
+        A worker that crashed (an engine bug outside any one item) is not swallowed: its
+        error is raised here, in an ``ExceptionGroup``, after the run was ended.
+        """
+        if self._pool is not None:
+            await self._pool
         await self._complete()
 
     async def results(self) -> AsyncIterator[WorkItemResult[TOutput, TContext]]:
@@ -277,9 +280,9 @@ class ParallelBatchProcessor(
             if self._stream_ended and queue.empty():
                 return
             result = await queue.get()
-            if result is _STOP:
+            if result is _END:
                 self._stream_ended = True
-                queue.put_nowait(_STOP)  # for any other reader (there is room: we took one)
+                queue.put_nowait(_END)  # for any other reader (there is room: we took one)
                 return
             yield result
 
@@ -289,7 +292,7 @@ class ParallelBatchProcessor(
         if queue is None or self._stream_ended or self._stop_sent:
             return
         try:
-            queue.put_nowait(_STOP)
+            queue.put_nowait(_END)
             self._stop_sent = True
         except asyncio.QueueFull:
             self._stream_ended = True  # readers stop once they have drained the buffer
@@ -323,8 +326,13 @@ class ParallelBatchProcessor(
         stats["queued"] = self._added - self._stats.processed
         stats["workers"] = len(self._workers)
         stats["paused"] = self._paused
-        stats["cooldown_remaining"] = max(0.0, self._cooldown_until - time.monotonic())
+        stats["cooldown_remaining"] = max(0.0, self._cooldown_until - self._clock.now())
         return stats
+
+    @property
+    def stats(self) -> ProcessingStats:
+        """The live counters (read them in the processor's loop; ``copy()`` to keep them)."""
+        return self._stats
 
     def pause(self) -> None:
         """Stop starting new attempts; calls already under way finish."""
@@ -350,7 +358,7 @@ class ParallelBatchProcessor(
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"max_workers must be an integer >= 1, got {count!r}")
         self._target_workers = count
-        if self._queue is None:
+        if self._group is None:  # not started, or every worker has ended
             return
         while len(self._workers) < count:
             self._spawn_worker()
@@ -364,11 +372,12 @@ class ParallelBatchProcessor(
     async def cancel(self) -> None:
         """Stop now: cancel the workers; items under way get no result."""
         self._closed = True
-        for task in list(self._workers.values()):
-            task.cancel()
-        if self._workers:
-            await asyncio.gather(*list(self._workers.values()), return_exceptions=True)
-        self._workers.clear()
+        pool = self._pool
+        if pool is not None and not pool.done():
+            pool.cancel()
+            await asyncio.wait([pool])  # raises only if our caller is cancelled meanwhile
+        if pool is not None and not pool.cancelled() and pool.exception() is not None:
+            logger.error("the worker pool had crashed before it was cancelled")
         await self._complete(cancelled=True)
 
     async def shutdown(self) -> None:
@@ -376,112 +385,119 @@ class ParallelBatchProcessor(
         await self.cleanup()
 
     async def cleanup(self) -> None:
+        """Cancel the workers if any still run, stop a cooldown, clean up the strategies."""
         if self._workers:
             await self.cancel()
-        if self._cooldown_handle is not None:
-            self._cooldown_handle.cancel()
-            self._cooldown_handle = None
-            self._cooling = False
+        self._stop_cooldown_timer()
         await self._cleanup_strategies()
         await self._events.drain()
         self._events.close()
 
-    # ----------------------------------------------------------------- workers
+    # ----------------------------------------------------------------- the worker pool
 
-    def _start_workers(self, *, streaming: bool) -> None:
+    async def _start_pool(self, *, streaming: bool) -> None:
+        """Open the gate, announce the batch and start the workers in their task group."""
         self._started = True
         self._streaming = streaming
         cfg = self.config
         self._queue = asyncio.Queue(maxsize=cfg.max_queue_size if streaming else 0)
+        if not streaming:  # batch mode: every item is in the backlog already
+            self._closed = True
+            self._queue.put_nowait(_END)
         self._gate = asyncio.Event()
         if not self._paused:
             self._gate.set()
         self._refresh_admission()
         self._finished = asyncio.Event()
         self._stats.start_time = time.time()
-        self._start_monotonic = time.perf_counter()
-        if self._events.observers:
-            self._events.emit(
-                _EV.BATCH_STARTED,
+        self._start_time = self._clock.now()
+        if (emit := self._emit.batch_started) is not None:
+            emit(
                 {
                     "total": self._added,
                     "max_workers": self._target_workers,
                     "start_time": self._stats.start_time,
                     "streaming": streaming,
-                },
+                }
             )
-        for _ in range(self._target_workers):
-            self._spawn_worker()
+        started = asyncio.Event()
+        self._pool = asyncio.get_running_loop().create_task(self._run_pool(started))
+        await started.wait()  # the workers exist once start() returns
+
+    async def _run_pool(self, started: asyncio.Event) -> None:
+        """Run every worker in one task group; end the run once they have all ended.
+
+        A worker that raises takes the group down (the others are cancelled): the run is
+        ended as cancelled and the error surfaces in :meth:`join`.
+        """
+        try:
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                for _ in range(self._target_workers):
+                    self._spawn_worker()
+                started.set()
+        except Exception:
+            logger.exception("a worker crashed; the run is stopped")
+            await self._complete(cancelled=True)
+            raise
+        finally:
+            self._group = None
+            started.set()
+        await self._complete()
 
     def _spawn_worker(self) -> None:
+        assert self._group is not None
         worker_id = self._next_worker_id
         self._next_worker_id += 1
-        task = asyncio.get_running_loop().create_task(self._worker(worker_id))
-        self._workers[worker_id] = task
+        self._workers[worker_id] = self._group.create_task(self._worker(worker_id))
 
     async def _worker(self, worker_id: int) -> None:
-        emit = self._events.emit if self._events.observers else None
-        if emit:
-            emit(_EV.WORKER_STARTED, {"worker_id": worker_id})
-        backlog, queue = self._backlog, self._queue
-        assert queue is not None
-        process, count, results = self._process_item, self._count, self._results
-        # Results need the awaited path only for a post-processor, progress or a stream.
-        deliver = (
-            self._deliver
-            if self.post_processor or self.progress_callback or self._result_queue
-            else None
-        )
-        collect = self._collect
-        idle = self._idle_workers
-        observers_lagging = self._events.lagging if self._events.has_async_observers else None
-        done = 0
+        """Take items until the input ends (or this worker retires), one at a time."""
+        if (emit := self._emit.worker_started) is not None:
+            emit({"worker_id": worker_id})
+        handled = 0
         try:
-            while not self._shrinking or self._keeps_worker():
-                if backlog:
-                    item = backlog.popleft()
-                    index = self._backlog_taken
-                    self._backlog_taken = index + 1
-                else:
-                    idle.add(worker_id)
-                    try:
-                        entry = await queue.get()
-                    except asyncio.CancelledError:
-                        if worker_id in self._retiring:
-                            break  # set_max_workers retired this idle worker
-                        raise
-                    finally:
-                        idle.discard(worker_id)
-                    if entry is _STOP:
-                        queue.put_nowait(_STOP)  # pass it on to the next worker
-                        break
-                    index, item = entry
-                try:
-                    result = await process(item, index, worker_id)
-                except Exception as exc:  # an engine bug must cost one item, never the run
-                    logger.exception("internal error on item %r", item.item_id)
-                    result = await self._fail(
-                        item, index, worker_id, exc, 0, time.perf_counter(), None, "internal_error"
-                    )
-                count(result)
-                if deliver is not None:
-                    await deliver(result)
-                elif collect:
-                    results.append(result)
-                done += 1
-                if not done % _YIELD_EVERY:
-                    # Calls that finish without awaiting (dry runs, caches) never suspend:
-                    # let the other workers, the store's writer and timers have the loop.
-                    await asyncio.sleep(0)
-                    if observers_lagging is not None and observers_lagging():
-                        await self._events.drain()  # bounded memory: wait for a slow observer
+            while (taken := await self._next_item(worker_id)) is not None:
+                index, item = taken
+                result = await self._run_item(item, index, worker_id)
+                await self._hand_on(result)
+                handled += 1
+                if handled % _YIELD_EVERY == 0:
+                    await self._let_others_run()
         finally:
             self._workers.pop(worker_id, None)
             self._retiring.discard(worker_id)
-            if emit:
-                emit(_EV.WORKER_STOPPED, {"worker_id": worker_id})
-        if not self._workers and self._closed:
-            await self._complete()  # the last worker out ends the run
+            if (emit_stopped := self._emit.worker_stopped) is not None:
+                emit_stopped({"worker_id": worker_id})
+
+    async def _next_item(self, worker_id: int) -> tuple[int, Item] | None:
+        """The next item and its input index; None once this worker should stop."""
+        if self._shrinking and not self._keeps_worker():
+            return None
+        if self._backlog:
+            index = self._backlog_taken
+            self._backlog_taken = index + 1
+            return index, self._backlog.popleft()
+        return await self._wait_for_input(worker_id)
+
+    async def _wait_for_input(self, worker_id: int) -> tuple[int, Item] | None:
+        """Wait for an item added while running; None at the end of input or on retiring."""
+        queue = self._queue
+        assert queue is not None
+        self._idle_workers.add(worker_id)
+        try:
+            entry = await queue.get()
+        except asyncio.CancelledError:
+            if worker_id not in self._retiring:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return None  # set_max_workers retired this idle worker
+        finally:
+            self._idle_workers.discard(worker_id)
+        if entry is _END:
+            queue.put_nowait(_END)  # pass it on to the next worker
+            return None
+        return entry  # type: ignore[no-any-return]
 
     def _keeps_worker(self) -> bool:
         """While shrinking, whether the asking worker carries on (no: it retires now)."""
@@ -490,260 +506,226 @@ class ParallelBatchProcessor(
         self._shrinking = False
         return True
 
+    async def _let_others_run(self) -> None:
+        """Yield the loop now and then, and wait for an observer that lags far behind.
+
+        Calls that finish without awaiting (dry runs, caches) never suspend: the other
+        workers, the store's writer and timers need a turn too.
+        """
+        await asyncio.sleep(0)
+        if self._events.has_async_observers and self._events.lagging():
+            await self._events.drain()  # bounded memory: wait for a slow observer
+
+    async def _run_item(self, item: Item, index: int, worker_id: int) -> Result:
+        """One item's result; an engine bug costs that item, never the run."""
+        try:
+            return await self._process_item(item, index, worker_id)
+        except Exception as error:
+            logger.exception("internal error on item %r", item.item_id)
+            run = ItemRun(item, index, worker_id, self._clock.now())
+            return await self._fail(run, error, "internal_error")
+
     # ----------------------------------------------------------------- one item
 
-    async def _process_item(
-        self, item: LLMWorkItem[TInput, TOutput, TContext], index: int, worker_id: int
-    ) -> WorkItemResult[TOutput, TContext]:
-        started = _perf_counter()
-        cfg = self.config
-        strategy = item.strategy
-        dry_run = cfg.dry_run
-        if not dry_run and id(strategy) not in self._prepared:  # a dry run calls nothing
-            error = await self._prepare(strategy)
-            if error is not None:
-                return await self._fail(
-                    item, index, worker_id, error, 0, started, None, "prepare_error"
-                )
-        timeout = cfg.timeout_per_item
-        state = RetryState()
-        usage_in = usage_out = usage_cached = 0
-        cost: float | None = None
-        metadata: dict[str, Any] | None = None
-        attempt = 0  # calls made
-        counted = 0  # calls that count against max_attempts
-        rate_limited = 0
-        pacer = self._pacer
-        on_started = self._on_started
-        shapes = self._shapes
-        cooldowns = self._cooldowns
-        while True:
-            work = item
-            if self.middlewares:
-                before = await self._before_process(item)
-                if before is None:
-                    return await self._fail(
-                        item,
-                        index,
-                        worker_id,
-                        None,
-                        attempt,
-                        started,
-                        (usage_in, usage_out, usage_cached, cost),
-                        "skipped",
-                    )
-                work = before
-            # Nothing awaits between admission and the call: no attempt starts in a cooldown.
-            estimate = 0
-            if not self._admit_freely:
-                estimate = await self._admit(work)
-                pacer = self._pacer  # it may have been created since (learned limits)
-            attempt += 1
-            counted += 1
-            sent_generation = cooldowns.generation
-            if on_started is not None:
-                on_started({"item_id": item.item_id, "worker_id": worker_id, "attempt": attempt})
-            deadline: asyncio.Timeout | None = None
-            try:
-                strategy = work.strategy
-                shape = shapes.get(type(strategy)) or self._shape_of(strategy)
-                call: Any
-                if dry_run:
-                    call = strategy.dry_run(work.prompt)
-                elif shape[0] == POSITIONAL:
-                    call = strategy.execute(work.prompt, attempt, timeout, state)
-                elif shape[0] == NO_STATE:  # written for the API before ``state``
-                    call = strategy.execute(work.prompt, attempt, timeout)
-                else:
-                    call = strategy.execute(work.prompt, attempt, timeout, state=state)
-                # Step the call once in place: one that finishes without awaiting needs no
-                # timer; one that awaits carries on under the per-attempt timeout.
-                try:
-                    first = call.send(None)
-                except StopIteration as done:
-                    returned: Any = done.value
-                else:
-                    deadline = asyncio.timeout(timeout)
-                    async with deadline:
-                        returned = await ResumedCoroutine(call, first)
-                if (
-                    type(returned) is not tuple and not isinstance(returned, tuple)
-                ) or not 2 <= len(returned) <= 3:
-                    raise StrategyReturnError(
-                        f"{type(work.strategy).__name__}.execute must return (output, usage) or "
-                        f"(output, usage, metadata), got {type(returned).__name__}"
-                    )
-            except _CANCELLED:
-                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    raise
-                exc: Exception = RuntimeError("the call was cancelled from inside the strategy")
-            except TimeoutError as error:
-                exc = error
-                if deadline is not None and deadline.expired():
-                    exc = FrameworkTimeoutError(
-                        f"attempt {attempt} of item {item.item_id!r} ran past "
-                        f"timeout_per_item={timeout}s",
-                        item_id=item.item_id,
-                        elapsed=_perf_counter() - started,
-                        timeout_limit=timeout,
-                    )
-            except Exception as error:
-                exc = error
-            else:
-                usage = returned[1]
-                if len(returned) == 3:
-                    extra = returned[2]
-                else:  # a CallResult carries its metadata as an attribute
-                    extra = None if type(returned) is tuple else getattr(returned, "metadata", None)
-                if extra:
-                    metadata = extra
-                    limits = extra.get("rate_limits")
-                    if limits is not None:
-                        self._learn_limits(limits)
-                    call_cost = extra.get("cost")
-                    if call_cost is not None:
-                        cost = (cost or 0.0) + call_cost
-                if usage:
-                    usage_in += usage.get("input_tokens", 0)
-                    usage_out += usage.get("output_tokens", 0)
-                    usage_cached += usage.get("cached_input_tokens", 0)
-                if pacer is not None:
-                    pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
-                if cooldowns.consecutive:
-                    cooldowns.succeeded()
-                result = WorkItemResult(
-                    item.item_id,
-                    True,
-                    returned[0],
-                    None,
-                    item.context,
-                    {
-                        "input_tokens": usage_in,
-                        "output_tokens": usage_out,
-                        "total_tokens": usage_in + usage_out,
-                        "cached_input_tokens": usage_cached,
-                    },
-                    metadata.get("gemini_safety_ratings") if metadata else None,
-                    attempt,
-                    None,
-                    _perf_counter() - started,
-                    cost,
-                    metadata,
-                    index,
-                )
-                if self.middlewares:
-                    result = await self._after_process(result)
-                if self._on_completed is not None:
-                    self._emit_completed(result, worker_id)
-                return result
+    async def _process_item(self, item: Item, index: int, worker_id: int) -> Result:
+        """One item from its first attempt to its result.
 
-            # ---- the attempt failed
-            failed_usage = failed_attempt_usage(exc)
-            if failed_usage:
-                usage_in += failed_usage.get("input_tokens", 0)
-                usage_out += failed_usage.get("output_tokens", 0)
-                usage_cached += failed_usage.get("cached_input_tokens", 0)
-                failed_cost = failed_usage.get("cost")
-                if failed_cost is not None:
-                    cost = (cost or 0.0) + failed_cost
-            if pacer is not None:
-                pacer.settle(estimate, failed_usage.get("total_tokens", 0) if failed_usage else 0)
-            limits = getattr(exc, "rate_limits", None)
-            if limits is not None:
-                self._learn_limits(limits)
-            error_info = self._classify(work.strategy, exc)
-            try:
-                await self._on_error(work.strategy, exc, attempt, state)
-            except Exception:
-                logger.exception("strategy.on_error failed for item %r", item.item_id)
-            totals = (usage_in, usage_out, usage_cached, cost)
-            if error_info.is_rate_limit:
-                rate_limited += 1
-                counted -= 1
-                self._stats.rate_limit_count += 1
-                if self._on_rate_limit is not None:
-                    self._on_rate_limit(
-                        {
-                            "item_id": item.item_id,
-                            "worker_id": worker_id,
-                            "attempt": attempt,
-                            "error": _describe(exc),
-                            "suggested_wait": error_info.suggested_wait,
-                        },
-                    )
-                if rate_limited > cfg.rate_limit.max_rate_limit_retries:
-                    limit_exc = RateLimitRetriesExceeded(
-                        f"rate-limited {rate_limited} times (max_rate_limit_retries="
-                        f"{cfg.rate_limit.max_rate_limit_retries}): {_describe(exc)}"
-                    )
-                    return await self._fail(
-                        item, index, worker_id, limit_exc, attempt, started, totals, "rate_limit"
-                    )
-                try:
-                    cooldowns.check_wait(error_info, _describe(exc))
-                except RateLimitTooLong as too_long:
-                    return await self._fail(
-                        item, index, worker_id, too_long, attempt, started, totals, "rate_limit"
-                    )
-                await self._start_cooldown(worker_id, error_info, sent_generation)
-                continue
-            if not error_info.is_retryable or counted >= cfg.retry.max_attempts:
-                return await self._fail(
-                    item, index, worker_id, exc, attempt, started, totals, error_info.error_category
-                )
-            wait = (
-                0.0
-                if error_info.error_category == "validation_error"
-                else self._backoff(counted + 1)
-            )
-            self._stats.retry_count += 1
-            if self._on_retry is not None:
-                self._on_retry(
-                    {
-                        "item_id": item.item_id,
-                        "worker_id": worker_id,
-                        "attempt": attempt,
-                        "wait": wait,
-                        "error_type": type(exc).__name__,
-                        "error_category": error_info.error_category,
-                        "error": _describe(exc),
-                        "tokens": failed_usage,
-                    },
-                )
-            if wait > 0:
-                await asyncio.sleep(wait)
-
-    async def _admit(self, item: LLMWorkItem[TInput, TOutput, TContext]) -> int:
-        """Wait until an attempt may start: no pause, no cooldown, slow start and pacing done.
-
-        Returns the token estimate booked with the pacer. The gate is checked again after
-        every wait, so an attempt never starts while a cooldown begun meanwhile is in force.
+        Prepare its strategy once; then, until the item ends: the middlewares' say, wait
+        for admission (pause, cooldown, slow start, pacing), one attempt, and after a
+        failure its classification decides: a cooldown, a backoff, or the item's end.
         """
-        gate, pacer = self._gate, self._pacer
-        assert gate is not None
-        estimate = 0
+        run = ItemRun(item, index, worker_id, self._clock.now())
+        error = await self._prepare_once(item.strategy)
+        if error is not None:
+            return await self._fail(run, error, "prepare_error")
         while True:
-            while not gate.is_set():
-                await gate.wait()
-            if self._slow_start_count >= 0:
-                await self._slow_start_delay()
-            if pacer is not None:
-                estimate = item.strategy.estimate_tokens(item.prompt)
-                await pacer.acquire(estimate)
-            if gate.is_set():
-                return estimate
-            if pacer is not None:
-                pacer.settle(estimate, 0)
+            work = await self._before_process(item) if self.middlewares else item
+            if work is None:
+                return await self._fail(run, None, "skipped")
+            # Nothing awaits between admission and the call: no attempt starts in a cooldown.
+            estimate = 0 if self._admit_freely else await self._admit(work)
+            sent_in_generation = self._cooldowns.generation
+            outcome = await self._attempt(run, work)
+            if isinstance(outcome, CallOutcome):
+                return await self._succeed(run, outcome, estimate)
+            ended = await self._after_failure(run, work, outcome, estimate, sent_in_generation)
+            if ended is not None:
+                return ended
+
+    async def _prepare_once(self, strategy: Any) -> BaseException | None:
+        """Prepare the strategy unless done already (a dry run calls nothing)."""
+        if self.config.dry_run or id(strategy) in self._prepared:
+            return None
+        return await self._prepare(strategy)
+
+    async def _attempt(self, run: ItemRun, work: Item) -> CallOutcome | Exception:
+        """One call within ``timeout_per_item``: what it returned, or why it failed."""
+        run.attempts += 1
+        run.counted += 1
+        if (emit := self._emit.item_started) is not None:
+            emit({"item_id": run.item.item_id, "worker_id": run.worker_id, "attempt": run.attempts})
+        timeout = self.config.timeout_per_item
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                returned = await start_call(
+                    work.strategy,
+                    work.prompt,
+                    run.attempts,
+                    timeout,
+                    run.state,
+                    dry_run=self.config.dry_run,
+                )
+            return read_return(work.strategy, returned)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise  # the worker is being cancelled: not the attempt's failure
+            return RuntimeError("the call was cancelled from inside the strategy")
+        except TimeoutError as error:
+            if not deadline.expired():
+                return error  # the strategy's own timeout, not ours
+            return FrameworkTimeoutError(
+                f"attempt {run.attempts} of item {run.item.item_id!r} ran past "
+                f"timeout_per_item={timeout}s",
+                item_id=run.item.item_id,
+                elapsed=self._clock.now() - run.started,
+                timeout_limit=timeout,
+            )
+        except Exception as error:
+            return error
+
+    async def _succeed(self, run: ItemRun, outcome: CallOutcome, estimate: int) -> Result:
+        """The attempt succeeded: account for it and build the item's result."""
+        self._settle_pacer(estimate, outcome.usage)
+        run.add_usage(outcome.usage)
+        metadata = outcome.metadata
+        if metadata is not None:
+            self._read_metadata(run, metadata)
+        if self._cooldowns.consecutive:
+            self._cooldowns.succeeded()
+        item = run.item
+        result: Result = WorkItemResult(
+            item_id=item.item_id,
+            success=True,
+            output=outcome.output,
+            context=item.context,
+            token_usage=run.token_usage(),
+            gemini_safety_ratings=metadata.get("gemini_safety_ratings") if metadata else None,
+            attempts=run.attempts,
+            duration=self._clock.now() - run.started,
+            cost=run.cost,
+            metadata=metadata,
+            input_index=run.index,
+        )
+        if self.middlewares:
+            result = await self._after_process(result)
+        self._emit_completed(result, run.worker_id)
+        return result
+
+    def _read_metadata(self, run: ItemRun, metadata: dict[str, Any]) -> None:
+        """What a successful call's metadata tells: the provider's limits, the call's cost."""
+        limits = metadata.get("rate_limits")
+        if limits is not None:
+            self._learn_limits(limits)
+        run.add_cost(metadata.get("cost"))
+
+    async def _after_failure(
+        self,
+        run: ItemRun,
+        work: Item,
+        error: Exception,
+        estimate: int,
+        sent_in_generation: int,
+    ) -> Result | None:
+        """Account for a failed attempt, then decide: the item's end (its result), or None
+        after a cooldown began or a backoff was waited out (the item goes again)."""
+        used = failed_attempt_usage(error)
+        self._settle_pacer(estimate, used)
+        run.add_usage(used)
+        run.add_cost(used.get("cost") if used else None)
+        limits = getattr(error, "rate_limits", None)
+        if limits is not None:
+            self._learn_limits(limits)
+        info = self._classify(work.strategy, error)
+        try:
+            await tell_error(work.strategy, error, run.attempts, run.state)
+        except Exception:
+            logger.exception("strategy.on_error failed for item %r", run.item.item_id)
+        if info.is_rate_limit:
+            return await self._rate_limited(run, error, info, sent_in_generation)
+        return await self._retry_or_fail(run, error, info, used)
+
+    async def _rate_limited(
+        self, run: ItemRun, error: Exception, info: ErrorInfo, sent_in_generation: int
+    ) -> Result | None:
+        """A rate limit: fail the item if it has had too many, else join (or start) a cooldown.
+
+        Rate-limited attempts do not count against ``max_attempts``; they have their own
+        budget, ``max_rate_limit_retries``.
+        """
+        run.rate_limited += 1
+        run.counted -= 1
+        self._stats.rate_limit_count += 1
+        if (emit := self._emit.rate_limit_hit) is not None:
+            emit(
+                {
+                    "item_id": run.item.item_id,
+                    "worker_id": run.worker_id,
+                    "attempt": run.attempts,
+                    "error": _describe(error),
+                    "suggested_wait": info.suggested_wait,
+                }
+            )
+        budget = self.config.rate_limit.max_rate_limit_retries
+        if run.rate_limited > budget:
+            too_many = RateLimitRetriesExceeded(
+                f"rate-limited {run.rate_limited} times (max_rate_limit_retries="
+                f"{budget}): {_describe(error)}"
+            )
+            return await self._fail(run, too_many, "rate_limit")
+        try:
+            self._cooldowns.check_wait(info, _describe(error))
+        except RateLimitTooLong as too_long:
+            return await self._fail(run, too_long, "rate_limit")
+        await self._start_cooldown(run.worker_id, info, sent_in_generation)
+        return None
+
+    async def _retry_or_fail(
+        self, run: ItemRun, error: Exception, info: ErrorInfo, used: dict[str, int] | None
+    ) -> Result | None:
+        """Fail the item if the error is final or its attempts are used up; else back off."""
+        if not info.is_retryable or run.counted >= self.config.retry.max_attempts:
+            return await self._fail(run, error, info.error_category)
+        wait = 0.0 if info.error_category == "validation_error" else self._backoff(run.counted + 1)
+        self._stats.retry_count += 1
+        if (emit := self._emit.item_retry) is not None:
+            emit(
+                {
+                    "item_id": run.item.item_id,
+                    "worker_id": run.worker_id,
+                    "attempt": run.attempts,
+                    "wait": wait,
+                    "error_type": type(error).__name__,
+                    "error_category": info.error_category,
+                    "error": _describe(error),
+                    "tokens": used,
+                }
+            )
+        if wait > 0:
+            await self._clock.sleep(wait)
+        return None
 
     def _backoff(self, next_attempt: int) -> float:
+        """Seconds to wait before ``next_attempt``: exponential, with jitter if configured."""
         retry = self.config.retry
         wait = retry.wait_before(next_attempt)
         if retry.jitter:
             wait *= random.uniform(0.5, 1.0)
         return wait
 
-    def _classify(self, strategy: Any, exc: Exception) -> ErrorInfo:
-        if isinstance(exc, StrategyReturnError):
+    def _classify(self, strategy: Any, error: Exception) -> ErrorInfo:
+        """What the failure means: the processor's classifier, the strategy's, or the default."""
+        if isinstance(error, StrategyReturnError):
             return ErrorInfo(False, False, False, "invalid_strategy_return")
         chosen = (
             self.error_classifier
@@ -751,47 +733,60 @@ class ParallelBatchProcessor(
             or self._default_classifier
         )
         try:
-            return chosen.classify(exc)
+            return chosen.classify(error)
         except Exception:
             logger.exception("error classifier %r failed; using the default", chosen)
-            return self._default_classifier.classify(exc)
+            return self._default_classifier.classify(error)
+
+    async def _admit(self, item: Item) -> int:
+        """Wait until an attempt may start: no pause, no cooldown, slow start and pacing done.
+
+        Returns the token estimate booked with the pacer. The gate is checked again after
+        every wait, so an attempt never starts while a cooldown begun meanwhile is in force.
+        """
+        gate = self._gate
+        assert gate is not None
+        while True:
+            while not gate.is_set():
+                await gate.wait()
+            if self._slow_start_count >= 0:
+                await self._slow_start_delay()
+            estimate = await self._pace(item)
+            if gate.is_set():
+                return estimate
+            self._settle_pacer(estimate, None)  # a cooldown began meanwhile: book it again
+
+    async def _pace(self, item: Item) -> int:
+        """Wait for the pacer's slot (if pacing); return the tokens booked for the call."""
+        pacer = self._pacer
+        if pacer is None:
+            return 0
+        estimate = item.strategy.estimate_tokens(item.prompt)
+        await pacer.acquire(estimate)
+        return estimate
+
+    def _settle_pacer(self, estimate: int, usage: Mapping[str, Any] | None) -> None:
+        """Tell the pacer what a call really used (it booked ``estimate`` before)."""
+        if self._pacer is not None:
+            self._pacer.settle(estimate, usage.get("total_tokens", 0) if usage else 0)
 
     async def _prepare(self, strategy: Any) -> BaseException | None:
         """Prepare a strategy once (under a lock); a failure is returned, and retried next time."""
         key = id(strategy)
         entry = self._strategies.get(key)
         if entry is None:
-            entry = (strategy, _Strategy())
-            self._strategies[key] = entry
-        info = entry[1]
-        async with info.lock:
-            if info.prepared:
+            entry = self._strategies[key] = _PreparedStrategy(strategy)
+        async with entry.lock:
+            if entry.prepared:
                 return None
             try:
                 await strategy.prepare()
             except Exception as exc:
                 logger.warning("prepare() of strategy %r failed: %s", strategy, exc)
                 return exc
-            info.prepared = True
+            entry.prepared = True
             self._prepared.add(key)
         return None
-
-    def _shape_of(self, strategy: Any) -> tuple[int, int]:
-        """How ``strategy``'s class takes ``state`` (inspected once per class)."""
-        shape = self._shapes[type(strategy)] = call_shape(strategy)
-        return shape
-
-    async def _on_error(
-        self, strategy: Any, exc: Exception, attempt: int, state: RetryState
-    ) -> None:
-        """The strategy's ``on_error``, with or without ``state`` as its class declares."""
-        passing = (self._shapes.get(type(strategy)) or self._shape_of(strategy))[1]
-        if passing == POSITIONAL:
-            await strategy.on_error(exc, attempt, state)
-        elif passing == NO_STATE:
-            await strategy.on_error(exc, attempt)
-        else:
-            await strategy.on_error(exc, attempt, state=state)
 
     async def _ensure_strategy_prepared(self, strategy: Any) -> None:
         """Prepare ``strategy`` once (the reference's name); a failed prepare raises."""
@@ -801,24 +796,24 @@ class ParallelBatchProcessor(
 
     async def _cleanup_strategies(self) -> None:
         """Clean up every prepared strategy once (the reference's name)."""
-        for strategy, info in list(self._strategies.values()):
-            if info.prepared:
-                info.prepared = False
-                try:
-                    await strategy.cleanup()
-                except Exception as error:  # one failure must not skip the others
-                    logger.warning(
-                        "cleanup() of strategy %s failed: %s",
-                        type(strategy).__name__,
-                        error,
-                        exc_info=True,
-                    )
+        for entry in list(self._strategies.values()):
+            if not entry.prepared:
+                continue
+            entry.prepared = False
+            try:
+                await entry.strategy.cleanup()
+            except Exception as error:  # one failure must not skip the others
+                logger.warning(
+                    "cleanup() of strategy %s failed: %s",
+                    type(entry.strategy).__name__,
+                    error,
+                    exc_info=True,
+                )
         self._prepared.clear()
 
-    async def _before_process(
-        self, item: LLMWorkItem[TInput, TOutput, TContext]
-    ) -> LLMWorkItem[TInput, TOutput, TContext] | None:
-        work: LLMWorkItem[TInput, TOutput, TContext] | None = item
+    async def _before_process(self, item: Item) -> Item | None:
+        """Each middleware's ``before_process`` in order; None: a middleware skips the item."""
+        work: Item | None = item
         for middleware in self.middlewares:
             try:
                 work = await middleware.before_process(work)  # type: ignore[arg-type]
@@ -831,9 +826,7 @@ class ParallelBatchProcessor(
 
     # ----------------------------------------------------------------- outcomes
 
-    async def _after_process(
-        self, result: WorkItemResult[TOutput, TContext]
-    ) -> WorkItemResult[TOutput, TContext]:
+    async def _after_process(self, result: Result) -> Result:
         """Each middleware's ``after_process`` on a success, in reverse order."""
         for middleware in reversed(self.middlewares):
             try:
@@ -842,92 +835,78 @@ class ParallelBatchProcessor(
                 logger.exception("middleware %r after_process failed; skipped", middleware)
         return result
 
-    def _emit_completed(self, result: WorkItemResult[TOutput, TContext], worker_id: int) -> None:
-        self._on_completed(  # type: ignore[misc]
-            {
-                "item_id": result.item_id,
-                "worker_id": worker_id,
-                "duration": result.duration,
-                "attempts": result.attempts,
-                "tokens": result.token_usage,
-                "cost": result.cost,
-                "result": result,
-            },
-        )
+    async def _fail(self, run: ItemRun, error: BaseException | None, category: str) -> Result:
+        """End the item as failed (``error`` None: a middleware skipped it).
 
-    async def _fail(
-        self,
-        item: LLMWorkItem[TInput, TOutput, TContext],
-        index: int,
-        worker_id: int,
-        exc: BaseException | None,
-        attempts: int,
-        started: float,
-        totals: tuple[int, int, int, float | None] | None,
-        category: str,
-    ) -> WorkItemResult[TOutput, TContext]:
-        usage_in, usage_out, cached, cost = totals or (0, 0, 0, None)
-        if exc is None:
-            message, error_type = "Skipped by middleware", "ItemSkipped"
-        else:
-            message, error_type = _describe(exc), type(exc).__name__
-        result: WorkItemResult[TOutput, TContext] | None = None
-        if exc is not None and self.middlewares and isinstance(exc, Exception):
-            for middleware in self.middlewares:
-                try:
-                    result = await middleware.on_error(item, exc)
-                except Exception:
-                    logger.exception("middleware %r on_error failed; skipped", middleware)
-                    continue
-                if result is not None:
-                    break
-        usage: TokenUsage = {
-            "input_tokens": usage_in,
-            "output_tokens": usage_out,
-            "total_tokens": usage_in + usage_out,
-            "cached_input_tokens": cached,
-        }
-        if result is not None:
-            result.attempts = result.attempts or attempts
-            result.input_index = index
-            if result.success:
-                if self._on_completed is not None:
-                    self._emit_completed(result, worker_id)
-                return result
+        A middleware's ``on_error`` may still hand back a result of its own, even a success.
+        """
+        rescued = await self._middleware_result(run.item, error)
+        if rescued is not None:
+            rescued.attempts = rescued.attempts or run.attempts
+            rescued.input_index = run.index
+            if rescued.success:
+                self._emit_completed(rescued, run.worker_id)
+                return rescued
+            result = rescued
         else:
             result = WorkItemResult(
-                item.item_id,
-                False,
-                None,
-                message,
-                item.context,
-                usage,
-                None,
-                attempts,
-                category,
-                time.perf_counter() - started,
-                cost,
-                None,
-                index,
+                item_id=run.item.item_id,
+                success=False,
+                error="Skipped by middleware" if error is None else _describe(error),
+                context=run.item.context,
+                token_usage=run.token_usage(),
+                attempts=run.attempts,
+                error_category=category,
+                duration=self._clock.now() - run.started,
+                cost=run.cost,
+                input_index=run.index,
             )
-        if self._on_failed is not None:
-            self._on_failed(
+        if (emit := self._emit.item_failed) is not None:
+            emit(
                 {
-                    "item_id": item.item_id,
-                    "worker_id": worker_id,
+                    "item_id": run.item.item_id,
+                    "worker_id": run.worker_id,
                     "error": result.error,
-                    "error_type": error_type,
+                    "error_type": "ItemSkipped" if error is None else type(error).__name__,
                     "error_category": result.error_category or category,
-                    "attempts": attempts,
+                    "attempts": run.attempts,
                     "duration": result.duration,
                     "tokens": result.token_usage,
                     "cost": result.cost,
                     "result": result,
-                },
+                }
             )
         return result
 
-    def _count(self, result: WorkItemResult[TOutput, TContext]) -> None:
+    async def _middleware_result(self, item: Item, error: BaseException | None) -> Result | None:
+        """The first result a middleware's ``on_error`` offers for a failed item, if any."""
+        if not isinstance(error, Exception):
+            return None
+        for middleware in self.middlewares:
+            try:
+                result = await middleware.on_error(item, error)
+            except Exception:
+                logger.exception("middleware %r on_error failed; skipped", middleware)
+                continue
+            if result is not None:
+                return result
+        return None
+
+    def _emit_completed(self, result: Result, worker_id: int) -> None:
+        if (emit := self._emit.item_completed) is not None:
+            emit(
+                {
+                    "item_id": result.item_id,
+                    "worker_id": worker_id,
+                    "duration": result.duration,
+                    "attempts": result.attempts,
+                    "tokens": result.token_usage,
+                    "cost": result.cost,
+                    "result": result,
+                }
+            )
+
+    def _count(self, result: Result) -> None:
         """Add one result to the run's counters."""
         stats = self._stats
         stats.processed += 1
@@ -946,24 +925,27 @@ class ParallelBatchProcessor(
             stats.total_cost += result.cost
             stats.cost_known = True
 
-    async def _deliver(self, result: WorkItemResult[TOutput, TContext]) -> None:
-        """Run the post-processor and progress callback, then hand the result on."""
-        stats = self._stats
+    async def _hand_on(self, result: Result) -> None:
+        """Count the result, run the post-processor and progress callback, pass it on."""
+        self._count(result)
         if self.post_processor is not None:
             await self._run_post_processor(result)
         if self.progress_callback is not None:
-            processed = stats.processed
-            if processed - self._last_progress >= self.config.progress_interval or (
-                self._closed and processed == self._added
-            ):
-                self._last_progress = processed
-                await self._call_progress(processed, self._added, result.item_id)
+            await self._report_progress(result.item_id)
         if self._result_queue is not None:
             await self._result_queue.put(result)
         elif self._collect:
             self._results.append(result)
 
-    async def _run_post_processor(self, result: WorkItemResult[TOutput, TContext]) -> None:
+    async def _report_progress(self, item_id: str) -> None:
+        """The progress callback, every ``progress_interval`` results and for the last one."""
+        processed = self._stats.processed
+        due = processed - self._last_progress >= self.config.progress_interval
+        if due or (self._closed and processed == self._added):
+            self._last_progress = processed
+            await self._call_progress(processed, self._added, item_id)
+
+    async def _run_post_processor(self, result: Result) -> None:
         try:
             async with asyncio.timeout(self.config.post_processor_timeout):
                 returned = self.post_processor(result)  # type: ignore[misc]
@@ -995,13 +977,12 @@ class ParallelBatchProcessor(
         """Once every worker has ended: final events, stats and the end of the result stream."""
         if self._finished is None or self._finished.is_set():
             return
-        if self._finished is not None:
-            self._finished.set()
+        self._finished.set()
+        self._stop_cooldown_timer()
         stats = self._stats
         stats.end_time = time.time()
-        if self._events.observers:
-            self._events.emit(
-                _EV.BATCH_COMPLETED,
+        if (emit := self._emit.batch_completed) is not None:
+            emit(
                 {
                     "processed": stats.processed,
                     "succeeded": stats.succeeded,
@@ -1009,15 +990,15 @@ class ParallelBatchProcessor(
                     "total": self._added,
                     "total_tokens": stats.total_tokens,
                     "cached_input_tokens": stats.cached_input_tokens,
-                    "duration": time.perf_counter() - self._start_monotonic,
+                    "duration": self._clock.now() - self._start_time,
                     "cancelled": cancelled,
-                },
+                }
             )
         queue = self._result_queue
         if cancelled:
             self._end_result_stream()  # never waits on a full buffer nobody reads
         elif queue is not None and not self._stream_ended and not self._stop_sent:
-            await queue.put(_STOP)
+            await queue.put(_END)
             self._stop_sent = True
         await self._events.drain()
         self._events.close()
@@ -1039,32 +1020,55 @@ class ParallelBatchProcessor(
         gate.clear()  # before any await: nothing is sent while the duration is decided
         self._slow_start_count = -1
         self._refresh_admission()
-        consecutive = cooldowns.consecutive + 1
         policy = 0.0
         if provider_wait(info) is None:
             try:
-                policy = await self.rate_limit_strategy.on_rate_limit(worker_id, consecutive)
+                policy = await self.rate_limit_strategy.on_rate_limit(
+                    worker_id, cooldowns.consecutive + 1
+                )
             except Exception:
                 logger.exception("rate_limit_strategy.on_rate_limit failed; no cooldown")
         duration, consecutive = cooldowns.begin(info, policy)
-        now = time.monotonic()
+        now = self._clock.now()
         self._cooldown_until = now + duration
         if self._pacer is not None:
             self._pacer.defer_until(now + duration)
-        self._cooldown_handle = asyncio.get_running_loop().call_later(
-            duration, self._end_cooldown, duration
+        self._cooldown_timer = asyncio.get_running_loop().create_task(
+            self._cool_down(duration), name="abl-cooldown"
         )
-        if self._events.observers:
-            self._events.emit(
-                _EV.COOLDOWN_STARTED,
+        if (emit := self._emit.cooldown_started) is not None:
+            emit(
                 {
                     "worker_id": worker_id,
                     "duration": duration,
                     "consecutive": consecutive,
                     "until": time.time() + duration,
                     "provider_wait": provider_wait(info),
-                },
+                }
             )
+
+    async def _cool_down(self, duration: float) -> None:
+        """Wait out a cooldown on the processor's clock, then open the gate again."""
+        await self._clock.sleep(duration)
+        self._cooldown_timer = None
+        self._end_cooldown(duration)
+
+    def _stop_cooldown_timer(self) -> None:
+        """Forget a cooldown still in force (the run is over or being cleaned up)."""
+        timer, self._cooldown_timer = self._cooldown_timer, None
+        if timer is not None:
+            timer.cancel()
+            self._cooling = False
+
+    def _end_cooldown(self, duration: float) -> None:
+        self._cooling = False
+        self._cooldown_until = 0.0
+        self._slow_start_count = 0
+        if not self._paused and self._gate is not None:
+            self._gate.set()
+        self._refresh_admission()
+        if (emit := self._emit.cooldown_ended) is not None:
+            emit({"duration": duration})
 
     def _learn_limits(self, limits: Any) -> None:
         """Pace the run to the limits the provider declared on a response.
@@ -1074,14 +1078,15 @@ class ParallelBatchProcessor(
         """
         pacer = self._pacer
         if pacer is None:
-            pacer = self._pacer = Pacer(None, None)
+            pacer = self._pacer = Pacer(None, None, self._clock)
             self._refresh_admission()
         changed = pacer.learn(limits)
-        now = time.monotonic()
-        if self._on_limits is None or not (changed or now - self._limits_emitted >= 1.0):
+        now = self._clock.now()
+        emit = self._emit.limits_learned
+        if emit is None or not (changed or now - self._limits_emitted >= 1.0):
             return
         self._limits_emitted = now
-        self._on_limits(
+        emit(
             {
                 "requests_limit": getattr(limits, "requests_limit", None),
                 "requests_remaining": getattr(limits, "requests_remaining", None),
@@ -1093,17 +1098,6 @@ class ParallelBatchProcessor(
                 "tpm": pacer.tpm,
             }
         )
-
-    def _end_cooldown(self, duration: float) -> None:
-        self._cooldown_handle = None
-        self._cooling = False
-        self._cooldown_until = 0.0
-        self._slow_start_count = 0
-        if not self._paused and self._gate is not None:
-            self._gate.set()
-        self._refresh_admission()
-        if self._events.observers:
-            self._events.emit(_EV.COOLDOWN_ENDED, {"duration": duration})
 
     def _refresh_admission(self) -> None:
         """Attempts skip :meth:`_admit` only while nothing can hold them back.
@@ -1128,7 +1122,20 @@ class ParallelBatchProcessor(
             self._refresh_admission()
             return
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self._clock.sleep(delay)
+
+
+def _default_rate_limit_strategy(config: ProcessorConfig) -> RateLimitStrategy:
+    """The cooldown policy the config describes: exponential, then slow start."""
+    limits = config.rate_limit
+    return ExponentialBackoffStrategy(
+        initial_cooldown=limits.cooldown_seconds,
+        max_cooldown=max(limits.cooldown_seconds * 4, limits.cooldown_seconds),
+        backoff_multiplier=limits.backoff_multiplier,
+        slow_start_items=limits.slow_start_items,
+        slow_start_initial_delay=limits.slow_start_initial_delay,
+        slow_start_final_delay=limits.slow_start_final_delay,
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,9 +9,10 @@ before the provider has to say 429.
 
 from __future__ import annotations
 
-import asyncio
-import time
+from collections.abc import Callable
 from typing import Any
+
+from .clock import SYSTEM_CLOCK, Clock
 
 #: Pacing aims this far under a limit: at exactly the limit, request k and k+N land one
 #: window apart and ordinary jitter decides whether the provider's window counts N+1.
@@ -21,7 +22,8 @@ SAFETY_MARGIN = 0.015
 class RequestPacer:
     """Spaces request starts evenly (just under ``rpm``), so a sliding minute never overflows."""
 
-    def __init__(self, requests_per_minute: float) -> None:
+    def __init__(self, requests_per_minute: float, now: Callable[[], float]) -> None:
+        self._now = now
         self.interval = 0.0
         self.set_rate(requests_per_minute)
         self._next_slot = 0.0
@@ -31,12 +33,12 @@ class RequestPacer:
         self.interval = 60.0 / (requests_per_minute * (1.0 - SAFETY_MARGIN))
 
     def defer_until(self, when: float) -> None:
-        """Book nothing before ``when`` (monotonic): no burst of saved-up slots after a pause."""
+        """Book nothing before ``when`` (clock time): no burst of saved-up slots after a pause."""
         self._next_slot = max(self._next_slot, when)
 
     def reserve(self) -> float:
         """Book the next free slot; return how long the caller must wait for it."""
-        now = time.monotonic()
+        now = self._now()
         slot = self._next_slot if self._next_slot > now else now
         self._next_slot = slot + self.interval
         return slot - now
@@ -49,7 +51,8 @@ class TokenPacer:
     budget follows what the provider actually counted; there is no first-minute burst.
     """
 
-    def __init__(self, tokens_per_minute: float) -> None:
+    def __init__(self, tokens_per_minute: float, now: Callable[[], float]) -> None:
+        self._now = now
         self.rate = 1.0
         self.set_rate(tokens_per_minute)
         self._next_free = 0.0
@@ -59,12 +62,12 @@ class TokenPacer:
         self.rate = tokens_per_minute * (1.0 - SAFETY_MARGIN) / 60.0
 
     def defer_until(self, when: float) -> None:
-        """Book nothing before ``when`` (monotonic)."""
+        """Book nothing before ``when`` (clock time)."""
         self._next_free = max(self._next_free, when)
 
     def reserve(self, tokens: int) -> float:
         """Book ``tokens``; return how long the caller must wait before sending."""
-        now = time.monotonic()
+        now = self._now()
         start = self._next_free if self._next_free > now else now
         self._next_free = start + tokens / self.rate
         return start - now
@@ -96,11 +99,12 @@ def _lower(configured: float | None, learned: float | None) -> float | None:
 class Pacer:
     """Both budgets together; either may be absent, configured, learned, or both."""
 
-    def __init__(self, rpm: float | None, tpm: float | None) -> None:
+    def __init__(self, rpm: float | None, tpm: float | None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self.configured_rpm = rpm or None
         self.configured_tpm = tpm or None
-        self.requests = RequestPacer(rpm) if rpm else None
-        self.tokens = TokenPacer(tpm) if tpm else None
+        self.requests = RequestPacer(rpm, clock.now) if rpm else None
+        self.tokens = TokenPacer(tpm, clock.now) if tpm else None
         #: The per-minute rates the provider's last declaration allows (None: not declared).
         self.learned_rpm: float | None = None
         self.learned_tpm: float | None = None
@@ -113,7 +117,7 @@ class Pacer:
         if self.requests is not None:
             wait = max(wait, self.requests.reserve())
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.clock.sleep(wait)
 
     def learn(self, limits: Any) -> bool:
         """Pace to what the provider declares (a ``ProviderLimits``, read duck-typed).
@@ -135,13 +139,13 @@ class Pacer:
         effective_rpm = _lower(self.configured_rpm, rpm)
         if effective_rpm is not None:
             if self.requests is None:
-                self.requests = RequestPacer(effective_rpm)
+                self.requests = RequestPacer(effective_rpm, self.clock.now)
             else:
                 self.requests.set_rate(effective_rpm)
         effective_tpm = _lower(self.configured_tpm, tpm)
         if effective_tpm is not None:
             if self.tokens is None:
-                self.tokens = TokenPacer(effective_tpm)
+                self.tokens = TokenPacer(effective_tpm, self.clock.now)
             else:
                 self.tokens.set_rate(effective_tpm)
         return changed
@@ -157,7 +161,7 @@ class Pacer:
         return _lower(self.configured_tpm, self.learned_tpm)
 
     def defer_until(self, when: float) -> None:
-        """After a cooldown, start spending both budgets afresh from ``when`` (monotonic)."""
+        """After a cooldown, start spending both budgets afresh from ``when`` (clock time)."""
         if self.requests is not None:
             self.requests.defer_until(when)
         if self.tokens is not None:

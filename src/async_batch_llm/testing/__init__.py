@@ -1,9 +1,11 @@
-"""Test helpers: mock agents, a scripted fake strategy and the loopback provider simulator."""
+"""Test helpers: mock agents, a scripted fake strategy, a virtual clock and the loopback
+provider simulator."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .clock import VirtualClock
 from .fake import FakeStrategy
 from .mocks import MockAgent, MockResult, MockUsage, mock_strategy
 
@@ -26,6 +28,7 @@ __all__ = [
     "MockUsage",
     "ProviderSimulator",
     "SimulatorProfile",
+    "VirtualClock",
     "mock_strategy",
     "profile_from_name",
 ]
