@@ -1,8 +1,8 @@
 """Bounded, sensible rate-limit waits: the cooldown ceiling, storms, and default waits.
 
 The decisions are checked on :class:`CooldownCoordinator` directly (no clock involved: a
-storm is recognised by cooldown generations, not by time) and end to end with tiny
-durations, asserting on events and outcomes, never on elapsed time.
+storm is recognised by cooldown generations, not by time) and end to end with realistic
+durations on a virtual clock, asserting on events, outcomes and virtual time.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from async_batch_llm import (
     TokenUsage,
 )
 from async_batch_llm.core.cooldown import CooldownCoordinator, provider_wait
+from async_batch_llm.testing import VirtualClock
 from support import results_by_id
 
 EV = ProcessingEvent
@@ -114,8 +115,9 @@ async def test_a_storm_of_429s_starts_one_cooldown_and_escalates_nothing(
 ) -> None:
     strategy = StormStrategy(items=8)
     processor: ParallelBatchProcessor[str, str, None] = ParallelBatchProcessor(
-        config=fast_config(max_workers=8, rate_limit={"cooldown_seconds": 0.02}),
+        config=fast_config(max_workers=8, rate_limit={"cooldown_seconds": 60.0}),
         observers=[recorder],
+        clock=VirtualClock(),
     )
     results = await results_by_id(processor, strategy, [f"i{n}" for n in range(8)])
     assert all(r.success for r in results.values())
@@ -141,14 +143,18 @@ async def test_retry_after_past_the_ceiling_fails_the_item_at_once(
 async def test_retry_after_within_the_ceiling_is_the_cooldown(
     fast_config: Config, recorder: Any
 ) -> None:
-    strategy = StormStrategy(items=1, retry_after=0.03)
+    strategy = StormStrategy(items=1, retry_after=30)
+    clock = VirtualClock()
     processor: ParallelBatchProcessor[str, str, None] = ParallelBatchProcessor(
-        config=fast_config(rate_limit={"cooldown_seconds": 100.0}), observers=[recorder]
+        config=fast_config(rate_limit={"cooldown_seconds": 100.0}),
+        observers=[recorder],
+        clock=clock,
     )
     result = (await results_by_id(processor, strategy, ["a"]))["a"]
     assert result.success
     (started,) = recorder.of(EV.COOLDOWN_STARTED)
-    assert started["duration"] == 0.03 and started["provider_wait"] == 0.03
+    assert started["duration"] == 30.0 and started["provider_wait"] == 30.0
+    assert clock.now() == 30.0
 
 
 async def test_a_classifiers_default_wait_leaves_the_configured_cooldown(
@@ -157,13 +163,14 @@ async def test_a_classifiers_default_wait_leaves_the_configured_cooldown(
     """GeminiErrorClassifier reports the reference's 300 s default: the run keeps its policy."""
     strategy = StormStrategy(items=1)
     processor: ParallelBatchProcessor[str, str, None] = ParallelBatchProcessor(
-        config=fast_config(rate_limit={"cooldown_seconds": 0.01}),
+        config=fast_config(rate_limit={"cooldown_seconds": 20.0}),
         error_classifier=GeminiErrorClassifier(),
         observers=[recorder],
+        clock=VirtualClock(),
     )
     assert (await results_by_id(processor, strategy, ["a"]))["a"].success
     (started,) = recorder.of(EV.COOLDOWN_STARTED)
-    assert started["duration"] == 0.01 and started["provider_wait"] is None
+    assert started["duration"] == 20.0 and started["provider_wait"] is None
 
 
 class LateEchoes(StormStrategy):
@@ -200,8 +207,9 @@ async def test_late_echoes_of_a_storm_start_no_second_cooldown(
                 strategy.cooldown_over.set()
 
     processor: ParallelBatchProcessor[str, str, None] = ParallelBatchProcessor(
-        config=fast_config(max_workers=6, rate_limit={"cooldown_seconds": 0.01}),
+        config=fast_config(max_workers=6, rate_limit={"cooldown_seconds": 60.0}),
         observers=[recorder, Release()],  # type: ignore[list-item]
+        clock=VirtualClock(),
     )
     results = await results_by_id(processor, strategy, [f"i{n}" for n in range(6)])
     assert all(r.success for r in results.values())

@@ -826,3 +826,29 @@ async def test_results_carry_context_and_input_order(fast_config: Config) -> Non
     assert [r.item_id for r in batch.results] == ["i3", "i2", "i1", "i0"]
     assert [r.item_id for r in batch.in_input_order()] == ["i0", "i1", "i2", "i3"]
     assert [r.context for r in batch.in_input_order()] == [{"n": n} for n in range(4)]
+
+
+class _BrokenRescue(BaseMiddleware[str, Any, None]):
+    """An ``on_error`` that hands back something that is not a result: an engine-level crash."""
+
+    async def on_error(self, work_item: Any, error: Exception) -> Any:
+        return "not a WorkItemResult"
+
+
+async def test_a_crashed_worker_surfaces_in_process_all_and_ends_the_run(
+    fast_config: Callable[..., ProcessorConfig], recorder: Any
+) -> None:
+    """Workers run under one TaskGroup: a crash outside any one item is raised, not lost."""
+    strategy = FakeStrategy(script={"bad": ["bad_request"]})
+    processor = ParallelBatchProcessor(
+        config=fast_config(max_workers=2), middlewares=[_BrokenRescue()], observers=[recorder]
+    )
+    async with processor:
+        for prompt in ("ok-1", "bad", "ok-2"):
+            await processor.add_work(LLMWorkItem(prompt, strategy, prompt))
+        with pytest.raises(ExceptionGroup) as raised:
+            await asyncio.wait_for(processor.process_all(), 20)
+    assert raised.group_contains(AttributeError)
+    (completed,) = recorder.of(ProcessingEvent.BATCH_COMPLETED)
+    assert completed["cancelled"] is True
+    assert (await processor.get_stats())["workers"] == 0

@@ -21,7 +21,8 @@ from async_batch_llm import (
     RetryState,
     TokenUsage,
 )
-from async_batch_llm.testing import FakeStrategy
+from async_batch_llm.core.pacing import SAFETY_MARGIN
+from async_batch_llm.testing import FakeStrategy, VirtualClock
 from support import results_by_id
 
 EV = ProcessingEvent
@@ -80,18 +81,22 @@ async def test_one_coordinator_for_a_burst_of_rate_limits(
 ) -> None:
     workers = 4
     prompts = [f"p{n}" for n in range(workers)]
-    strategy = FakeStrategy(latency=0.01, script={p: ["rate_limit"] for p in prompts})
+    clock = VirtualClock()
+    strategy = FakeStrategy(latency=1.0, clock=clock, script={p: ["rate_limit"] for p in prompts})
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=workers, rate_limit={"cooldown_seconds": 0.05}),
+        config=fast_config(max_workers=workers, rate_limit={"cooldown_seconds": 30.0}),
         observers=[recorder],
+        clock=clock,
     )
     results = await results_by_id(processor, strategy, prompts)
     assert all(r.success for r in results.values())
+    # Every first call took 1 s, the one cooldown 30 s, every second call 1 s.
+    assert clock.now() == pytest.approx(32.0)
     hits = recorder.of(EV.RATE_LIMIT_HIT)
     assert len(hits) == workers
     assert len({h["worker_id"] for h in hits}) == workers
     (cooldown,) = recorder.of(EV.COOLDOWN_STARTED)
-    assert cooldown["duration"] == pytest.approx(0.05)
+    assert cooldown["duration"] == pytest.approx(30.0)
     assert cooldown["consecutive"] == 1
     assert len(recorder.of(EV.COOLDOWN_ENDED)) == 1
     assert starts_during_cooldowns(recorder) == []
@@ -101,10 +106,12 @@ async def test_one_coordinator_for_a_burst_of_rate_limits(
 async def test_no_attempt_starts_during_a_cooldown(fast_config: Config, recorder: Any) -> None:
     prompts = [f"p{n}" for n in range(12)]
     script = {"p1": ["rate_limit"], "p5": ["rate_limit", "rate_limit"], "p9": ["server_error"]}
-    strategy = FakeStrategy(latency=0.005, script=script)
+    clock = VirtualClock()
+    strategy = FakeStrategy(latency=0.5, clock=clock, script=script)
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=3, rate_limit={"cooldown_seconds": 0.02}),
+        config=fast_config(max_workers=3, rate_limit={"cooldown_seconds": 20.0}),
         observers=[recorder],
+        clock=clock,
     )
     results = await results_by_id(processor, strategy, prompts)
     assert all(r.success for r in results.values())
@@ -119,12 +126,16 @@ async def test_no_attempt_starts_during_a_cooldown_with_pacing(
     fast_config: Config, recorder: Any
 ) -> None:
     """A worker waiting for its pacing slot must not start while a cooldown is in force."""
-    strategy = FakeStrategy(latency=0.01, script={"a": ["rate_limit:0.3"]})
+    clock = VirtualClock()
+    strategy = FakeStrategy(latency=1.0, clock=clock, script={"a": ["rate_limit:30"]})
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=2, max_requests_per_minute=600), observers=[recorder]
+        config=fast_config(max_workers=2, max_requests_per_minute=60),
+        observers=[recorder],
+        clock=clock,
     )
     results = await results_by_id(processor, strategy, ["a", "b"])
     assert all(r.success for r in results.values())
+    assert clock.now() >= 31.0  # a's second call waited out the 30 s Retry-After
     assert len(recorder.of(EV.COOLDOWN_STARTED)) == 1
     assert starts_during_cooldowns(recorder) == []
 
@@ -136,12 +147,16 @@ async def test_no_attempt_starts_during_a_cooldown_after_slow_start_delay(
     timeline: list[tuple[str, Any]] = []
     limiter = Recording(
         timeline,
-        cooldowns=[0.02, 0.15, 0.02],
-        slow_start=lambda n: (n < 2, 0.1 if n == 1 else 0.0),
+        cooldowns=[2.0, 15.0, 2.0],
+        slow_start=lambda n: (n < 2, 10.0 if n == 1 else 0.0),
     )
-    strategy = FakeStrategy(latency=0.01, script={"a": ["rate_limit", "rate_limit"]})
+    clock = VirtualClock()
+    strategy = FakeStrategy(latency=1.0, clock=clock, script={"a": ["rate_limit", "rate_limit"]})
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=2), rate_limit_strategy=limiter, observers=[recorder]
+        config=fast_config(max_workers=2),
+        rate_limit_strategy=limiter,
+        observers=[recorder],
+        clock=clock,
     )
     results = await results_by_id(processor, strategy, ["a", "b", "c"])
     assert all(r.success for r in results.values())
@@ -152,16 +167,20 @@ async def test_no_attempt_starts_during_a_cooldown_after_slow_start_delay(
 async def test_retry_backoff_does_not_start_during_cooldown(
     fast_config: Config, recorder: Any
 ) -> None:
+    clock = VirtualClock()
     strategy = FakeStrategy(
-        latency=0.005, script={"slow-retry": ["server_error"], "limited": ["rate_limit"]}
+        latency=0.5,
+        clock=clock,
+        script={"slow-retry": ["server_error"], "limited": ["rate_limit"]},
     )
     processor = ParallelBatchProcessor(
         config=fast_config(
             max_workers=2,
-            retry={"initial_wait": 0.02, "max_wait": 0.02, "jitter": False},
-            rate_limit={"cooldown_seconds": 0.1},
+            retry={"initial_wait": 2.0, "max_wait": 2.0, "jitter": False},
+            rate_limit={"cooldown_seconds": 10.0},
         ),
         observers=[recorder],
+        clock=clock,
     )
     results = await results_by_id(processor, strategy, ["slow-retry", "limited"])
     assert all(r.success for r in results.values())
@@ -169,18 +188,20 @@ async def test_retry_backoff_does_not_start_during_cooldown(
 
 
 async def test_retry_after_is_honoured(fast_config: Config, recorder: Any) -> None:
-    strategy = FakeStrategy(script={"x": ["rate_limit:0.05"]})
+    clock = VirtualClock()
+    strategy = FakeStrategy(script={"x": ["rate_limit:45"]})
     processor = ParallelBatchProcessor(
-        # The configured cooldown (300 s) would make this test hang if used.
-        config=fast_config(rate_limit={"cooldown_seconds": 300.0}),
+        config=fast_config(rate_limit={"cooldown_seconds": 300.0}),  # not this
         observers=[recorder],
+        clock=clock,
     )
     results = await results_by_id(processor, strategy, ["x"])
     assert results["x"].success
+    assert clock.now() == pytest.approx(45.0)
     (cooldown,) = recorder.of(EV.COOLDOWN_STARTED)
-    assert cooldown["duration"] == pytest.approx(0.05)
+    assert cooldown["duration"] == pytest.approx(45.0)
     (ended,) = recorder.of(EV.COOLDOWN_ENDED)
-    assert ended["duration"] == pytest.approx(0.05)
+    assert ended["duration"] == pytest.approx(45.0)
 
 
 async def test_rate_limits_do_not_use_up_max_attempts(fast_config: Config) -> None:
@@ -336,9 +357,10 @@ async def test_get_stats_reports_cooldown_while_cooling(fast_config: Config) -> 
 
 
 class StartTimes(LLMCallStrategy[str]):
-    """Records the monotonic time of every call; known token estimate."""
+    """Records the (virtual) time of every call; known token estimate."""
 
-    def __init__(self, estimate: int = 10, tokens: int = 10) -> None:
+    def __init__(self, clock: VirtualClock, estimate: int = 10, tokens: int = 10) -> None:
+        self.clock = clock
         self.starts: list[float] = []
         self.estimate = estimate
         self.tokens = tokens
@@ -349,7 +371,7 @@ class StartTimes(LLMCallStrategy[str]):
     async def execute(
         self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
     ) -> tuple[str, TokenUsage]:
-        self.starts.append(time.monotonic())
+        self.starts.append(self.clock.now())
         half = self.tokens // 2
         usage: TokenUsage = {
             "input_tokens": half,
@@ -359,33 +381,30 @@ class StartTimes(LLMCallStrategy[str]):
         return prompt, usage
 
 
-TOLERANCE = 0.01
-
-
 async def test_requests_per_minute_spaces_starts(fast_config: Config) -> None:
-    strategy = StartTimes()
+    """60 requests a minute: one start a second (just over, by the safety margin)."""
+    clock = VirtualClock()
+    strategy = StartTimes(clock)
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=4, max_requests_per_minute=600)
+        config=fast_config(max_workers=4, max_requests_per_minute=60), clock=clock
     )
     await results_by_id(processor, strategy, [f"p{n}" for n in range(4)])
-    starts = sorted(strategy.starts)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert len(gaps) == 3
-    assert all(gap >= 0.1 - TOLERANCE for gap in gaps), gaps
+    gaps = [b - a for a, b in itertools.pairwise(sorted(strategy.starts))]
+    assert gaps == pytest.approx([1.0 / (1.0 - SAFETY_MARGIN)] * 3)
 
 
 async def test_tokens_per_minute_spaces_starts(fast_config: Config) -> None:
     """Like requests per minute, the token budget is spent evenly, not in a first burst.
 
-    6000 tokens/min = 100 tokens/s; 10 tokens per call -> one call per 0.1 s. A bucket that
-    starts full lets the first minute's 6000 tokens go at once and, refilled meanwhile,
+    600 tokens/min = 10 tokens/s; 10 tokens per call -> one call a second. A bucket that
+    starts full lets the first minute's 600 tokens go at once and, refilled meanwhile,
     lets a sliding minute carry up to twice the budget.
     """
-    strategy = StartTimes(estimate=10, tokens=10)
+    clock = VirtualClock()
+    strategy = StartTimes(clock, estimate=10, tokens=10)
     processor = ParallelBatchProcessor(
-        config=fast_config(max_workers=4, max_tokens_per_minute=6000)
+        config=fast_config(max_workers=4, max_tokens_per_minute=600), clock=clock
     )
     await results_by_id(processor, strategy, [f"p{n}" for n in range(4)])
-    starts = sorted(strategy.starts)
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert all(gap >= 0.1 - TOLERANCE for gap in gaps), gaps
+    gaps = [b - a for a, b in itertools.pairwise(sorted(strategy.starts))]
+    assert gaps == pytest.approx([1.0 / (1.0 - SAFETY_MARGIN)] * 3)

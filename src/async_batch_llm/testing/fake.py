@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..base import RetryState, TokenUsage
+from ..core.clock import SYSTEM_CLOCK, Clock
 from ..llm_strategies import LLMCallStrategy, make_usage
 from ..strategies.errors import TokenTrackingError
 
@@ -50,7 +51,8 @@ class FakeStrategy(LLMCallStrategy[Any]):
 
     ``script`` maps a prompt (or an item's prompt prefix via ``script_by_prefix``) to the
     outcomes of its successive calls; once a script runs out, calls succeed. Every call is
-    logged in ``calls`` as ``(prompt, attempt)``.
+    logged in ``calls`` as ``(prompt, attempt)``. ``clock`` (a ``VirtualClock``, say) is
+    what ``latency`` is waited on; by default the loop's own time.
     """
 
     def __init__(
@@ -62,8 +64,10 @@ class FakeStrategy(LLMCallStrategy[Any]):
         usage: TokenUsage | None = None,
         failed_usage: TokenUsage | None = None,
         response: Callable[[str], Any] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.latency = latency
+        self.clock = clock or SYSTEM_CLOCK
         self.script = {prompt: list(steps) for prompt, steps in (script or {}).items()}
         self.default_script = list(default_script)
         self.usage = usage or make_usage(10, 5)
@@ -95,7 +99,7 @@ class FakeStrategy(LLMCallStrategy[Any]):
         self._progress[prompt] = done + 1
         step: Step = steps[done] if done < len(steps) else "ok"
         if self.latency:
-            await asyncio.sleep(self.latency)
+            await self.clock.sleep(self.latency)
         if step != "ok":
             await self._fail(step)
         output = self.response(prompt) if self.response else f"fake:{prompt}"
@@ -108,7 +112,7 @@ class FakeStrategy(LLMCallStrategy[Any]):
         if name == "rate_limit":
             raise FakeRateLimitError(retry_after=float(arg) if arg else None)
         if name == "timeout":
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # real time: the engine's per-attempt timeout ends it
         if name == "server_error":
             error: Exception = FakeServerError("503 Service Unavailable")
         elif name == "bad_request":
