@@ -19,6 +19,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("R", "retry every failed item shown (one category when c picked one); asks first"),
             ("c", "next error category: show (and retry) one group of failures at a time"),
             ("f", "failed → retried → all: what the table lists"),
+            ("s  S", "sort by the next column / reverse (or click a column's header)"),
             ("/  esc", "search by id, category or message; esc clears the search"),
             ("y", "copy the highlighted item's full error"),
             ("enter", "open the highlighted item: prompt, context, output, error, attempts"),
@@ -54,6 +55,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("o  enter", "resume the highlighted run"),
             ("f", "resume it, retrying its failed items too"),
             ("ctrl+r", "read the list again (it also refreshes by itself)"),
+            ("s  S", "sort by the next column / reverse (or click a column's header)"),
         ],
     ),
     (

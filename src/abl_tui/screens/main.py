@@ -47,6 +47,8 @@ class MainScreen(Screen[None]):
         Binding("p", "resume", "Resume", id="abl.resume"),
         Binding("f", "cycle_filter", "Filter", id="abl.filter"),
         Binding("c", "cycle_category", "Category", show=False, id="abl.category"),
+        Binding("s", "cycle_sort", "Sort", show=False, id="abl.sort"),
+        Binding("S", "reverse_sort", "Reverse", show=False, id="abl.sort_reverse"),
         Binding("slash", "search", "Search", key_display="/", show=False, id="abl.search"),
         Binding("y", "copy_error", "Copy", show=False, id="abl.copy"),
         Binding("l", "toggle_log", "Log", id="abl.log"),
@@ -155,7 +157,14 @@ class MainScreen(Screen[None]):
             return not self.read_only and control.can_drain()
         if action == "clear_search":
             return bool(self.failed.search_text) or self.failed.search_open
-        if action in ("cycle_filter", "cycle_category", "search", "copy_error"):
+        if action in (
+            "cycle_filter",
+            "cycle_category",
+            "search",
+            "copy_error",
+            "cycle_sort",
+            "reverse_sort",
+        ):
             return not self.log_shown
         return True
 
@@ -184,6 +193,14 @@ class MainScreen(Screen[None]):
     def action_cycle_category(self) -> None:
         """Show one error category at a time (R then retries that group only)."""
         self.failed.cycle_category()
+
+    def action_cycle_sort(self) -> None:
+        """Sort the table by the next column (a header click sorts by that column)."""
+        self.failed.cycle_sort()
+
+    def action_reverse_sort(self) -> None:
+        """Reverse the table's order."""
+        self.failed.sort_reverse = not self.failed.sort_reverse
 
     def action_copy_error(self) -> None:
         """Copy the highlighted item's full error text."""

@@ -40,6 +40,27 @@ _COLUMNS = (
 RELOAD_SECONDS = 3.0
 
 
+def _sort_key(column: str, run: Any, row: dict[str, Any]) -> Any:
+    """What a run sorts by in ``column`` (unknown values last)."""
+    if column == "done":
+        return row["succeeded"] + row["failed"]
+    if column == "took":
+        return run_duration(run) or 0.0
+    value = row.get(column)
+    if value is None:
+        return (1, "")
+    return (0, value)
+
+
+def sort_runs(runs: list[Any], column: str, reverse: bool = False) -> list[Any]:
+    """Runs ordered by a column of the table ("" keeps the store's newest-first order)."""
+    if not column:
+        return list(reversed(runs)) if reverse else list(runs)
+    keyed = [(_sort_key(column, run, run_row(run)), index, run) for index, run in enumerate(runs)]
+    keyed.sort(key=lambda entry: (entry[0], entry[1]), reverse=reverse)
+    return [run for _, _, run in keyed]
+
+
 def run_duration(run: Any) -> float | None:
     """How long a run has gone: to its end, or to now while it runs (None if never started)."""
     started, finished = getattr(run, "started_at", None), getattr(run, "finished_at", None)
@@ -59,6 +80,8 @@ class RunsScreen(Screen[None]):
         Binding("o", "resume", "Resume", id="abl.runs.resume"),
         Binding("f", "retry_failed", "Retry failed", id="abl.runs.retry_failed"),
         Binding("ctrl+r", "reload", "Reload", id="abl.runs.reload"),
+        Binding("s", "cycle_sort", "Sort", id="abl.runs.sort"),
+        Binding("S", "reverse_sort", "Reverse", show=False, id="abl.runs.reverse"),
         Binding("j", "move('cursor_down')", show=False, id="abl.runs.down"),
         Binding("k", "move('cursor_up')", show=False, id="abl.runs.up"),
         Binding("g", "move('scroll_top')", show=False, id="abl.runs.first"),
@@ -69,6 +92,9 @@ class RunsScreen(Screen[None]):
         super().__init__()
         self.current_run_id = current_run_id
         self.runs: dict[str, dict[str, Any]] = {}
+        self.sort_column = ""  # "" keeps the store's order (newest first)
+        self.sort_reverse = False
+        self._loaded: list[Any] = []
 
     @property
     def control(self) -> DashboardApp:
@@ -108,7 +134,8 @@ class RunsScreen(Screen[None]):
         keep = self.selected
         table.clear()
         self.runs = {}
-        for run in runs:
+        self._loaded = list(runs)
+        for run in sort_runs(self._loaded, self.sort_column, self.sort_reverse):
             row = run_row(run)
             self.runs[row["id"]] = row
             mark = "● " if row["id"] == self.current_run_id else "  "
@@ -126,8 +153,12 @@ class RunsScreen(Screen[None]):
             )
         if keep is not None and keep["id"] in self.runs:
             table.move_cursor(row=table.get_row_index(keep["id"]), animate=False)
+        order = ""
+        if self.sort_column or self.sort_reverse:
+            label = dict((key, name) for key, name, _ in _COLUMNS).get(self.sort_column, "time")
+            order = f" · by {label} {'↑' if self.sort_reverse else '↓'}"
         self.query_one("#runs-title", Static).update(
-            Text.assemble(("Runs ", "bold"), (f"{len(self.runs)} in the store", "dim"))
+            Text.assemble(("Runs ", "bold"), (f"{len(self.runs)} in the store{order}", "dim"))
         )
         self.refresh_bindings()
 
@@ -172,6 +203,29 @@ class RunsScreen(Screen[None]):
     async def action_move(self, where: str) -> None:
         """Vim-style moves on the runs table (j, k, g, G)."""
         await self.query_one(DataTable).run_action(where)
+
+    def sort_by(self, column: str) -> None:
+        """Sort by ``column``; the same column again reverses the order."""
+        if column == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = column, False
+        self.show(self._loaded)
+
+    def action_cycle_sort(self) -> None:
+        """Sort by the next column (then the store's order again)."""
+        names = ["", *(key for key, _, _ in _COLUMNS)]
+        self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
+        self.show(self._loaded)
+
+    def action_reverse_sort(self) -> None:
+        """Reverse the order."""
+        self.sort_reverse = not self.sort_reverse
+        self.show(self._loaded)
+
+    @on(DataTable.HeaderSelected)
+    def _header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self.sort_by(str(event.column_key.value or ""))
 
     def action_close(self) -> None:
         """Back to the dashboard."""

@@ -8,13 +8,31 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.widgets import Button, Input, Static
+from textual.widgets import Button, DataTable, Input, Static
 
 from ..session import Dashboard
 from .failed_table import FailedRow, FailedTable
 
 Filter = Literal["failed", "retried", "all"]
 FILTERS: tuple[Filter, ...] = ("failed", "retried", "all")
+#: Columns the table sorts by (``s`` steps through them, a header click picks one), with
+#: their names in the title. "" keeps the order failures came in.
+SORTS: dict[str, str] = {
+    "": "",
+    "id": "id",
+    "state": "state",
+    "category": "category",
+    "attempts": "calls",
+    "message": "message",
+}
+
+
+def sort_rows(rows: list[FailedRow], column: str, reverse: bool = False) -> list[FailedRow]:
+    """``rows`` ordered by ``column`` (then by id), or as they came when ``column`` is ""."""
+    if not column:
+        return rows[::-1] if reverse else rows
+    field = "item_id" if column == "id" else column
+    return sorted(rows, key=lambda row: (getattr(row, field), row.item_id), reverse=reverse)
 
 
 def failed_rows(
@@ -60,6 +78,8 @@ class FailedPanel(Vertical):
     status_filter: reactive[Filter] = reactive("failed", init=False)
     search_text: reactive[str] = reactive("", init=False)
     category_filter: reactive[str] = reactive("", init=False)  # "": every category
+    sort_column: reactive[str] = reactive("", init=False)  # a key of SORTS
+    sort_reverse: reactive[bool] = reactive(False, init=False)
 
     def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -116,6 +136,8 @@ class FailedPanel(Vertical):
             self.status_filter,
             self.search_text,
             self.category_filter,
+            self.sort_column,
+            self.sort_reverse,
             self._table.highlighted_key,
         )
 
@@ -127,7 +149,10 @@ class FailedPanel(Vertical):
             return
         self._shown = signature
         rows = failed_rows(dashboard, self.status_filter, self.search_text, self.category_filter)
-        self.table.sync(rows, reorder=reorder)
+        sorted_now = bool(self.sort_column) or self.sort_reverse
+        if sorted_now:
+            rows = sort_rows(rows, self.sort_column, self.sort_reverse)
+        self.table.sync(rows, reorder=reorder or sorted_now)
         state = dashboard.state
         title = f"Failed {state.failed:,}"
         if dashboard.retries.items:
@@ -141,6 +166,9 @@ class FailedPanel(Vertical):
                 title += f" · +{len(groups) - 3} more"
         if self.search_text.strip():
             title += f" · {len(rows):,} match “{self.search_text.strip()}”"
+        if sorted_now:
+            arrow = "↑" if self.sort_reverse else "↓"
+            title += f" · by {SORTS[self.sort_column] or 'time'} {arrow}"
         if title != self.border_title:
             self.border_title = title
         if not self._read_only:
@@ -206,6 +234,26 @@ class FailedPanel(Vertical):
     def watch_category_filter(self) -> None:
         self._resync()
 
+    def watch_sort_column(self) -> None:
+        self._resync()
+
+    def watch_sort_reverse(self) -> None:
+        self._resync()
+
+    def cycle_sort(self) -> None:
+        """Next sort column: id, state, category, calls, message, then arrival order."""
+        names = list(SORTS)
+        self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
+
+    def sort_by(self, column: str) -> None:
+        """Sort by ``column``; the same column again reverses the order."""
+        if column not in SORTS:
+            return
+        if column == self.sort_column:
+            self.sort_reverse = not self.sort_reverse
+        else:
+            self.sort_column, self.sort_reverse = column, False
+
     def _mark_filter(self) -> None:
         for name, button in self._filters.items():
             button.set_class(name == self.status_filter, "-active")
@@ -219,6 +267,11 @@ class FailedPanel(Vertical):
         event.stop()
         assert event.button.id is not None
         self.status_filter = event.button.id.removeprefix("filter-")  # type: ignore[assignment]
+
+    @on(DataTable.HeaderSelected, "#failed-table")
+    def _header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(str(event.column_key.value or ""))
 
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:
