@@ -172,14 +172,16 @@ def run_in_pty(
     os.close(secondary)
     asked_to_quit = False
     next_poll = 0.0
-    shown = 0
+    shown, tail = 0, b""
     while proc.poll() is None:
         ready, _, _ = select.select([primary], [], [], 0.1)
         if ready:
             try:
-                shown += len(os.read(primary, 1 << 16))
+                chunk = os.read(primary, 1 << 16)
             except OSError:
                 break
+            shown += len(chunk)
+            tail = (tail + chunk)[-4000:]
         if dashboard and not asked_to_quit and time.perf_counter() >= next_poll:
             next_poll = time.perf_counter() + 0.25
             run = _stored_run(db)
@@ -190,7 +192,8 @@ def run_in_pty(
     wall = time.perf_counter() - started
     os.close(primary)
     run = _stored_run(db)
-    assert run is not None and run[1] is not None and run[2] is not None, (run, proc.returncode)
+    ended = run is not None and run[1] is not None and run[2] is not None
+    assert ended, (tag, run, proc.returncode, tail.decode(errors="replace")[-1500:])
     assert run[0] == "completed", run
     processing = run[2] - run[1]
     print(f"    {tag}: {count / processing:,.0f} items/s, {shown / 1e6:.1f} MB of terminal output")
