@@ -507,7 +507,8 @@ class ParallelBatchProcessor(
         return True
 
     async def _let_others_run(self) -> None:
-        """Yield the loop now and then, and wait for an observer that lags far behind.
+        """Yield the loop now and then; wait for an observer that lags far behind or asks
+        the workers to hold (``ProcessorObserver.hold_workers``).
 
         Calls that finish without awaiting (dry runs, caches) never suspend: the other
         workers, the store's writer and timers need a turn too.
@@ -515,6 +516,8 @@ class ParallelBatchProcessor(
         await asyncio.sleep(0)
         if self._events.has_async_observers and self._events.lagging():
             await self._events.drain()  # bounded memory: wait for a slow observer
+        for hold in self._events.holds:  # e.g. the run store's writer thread needs a turn
+            await hold()
 
     async def _run_item(self, item: Item, index: int, worker_id: int) -> Result:
         """One item's result; an engine bug costs that item, never the run."""

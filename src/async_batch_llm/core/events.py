@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from ..observers import payloads as p
@@ -161,6 +161,10 @@ class EventDispatcher:
     def __init__(self, observers: list[ProcessorObserver], timeout: float) -> None:
         self.observers = list(observers)
         self.timeout = timeout
+        #: The observers' ``hold_workers`` hooks, awaited by workers between items.
+        self.holds: list[Callable[[], Awaitable[None]]] = [
+            hold for observer in self.observers if (hold := getattr(observer, "hold_workers", None))
+        ]
         self._deliveries: list[_Delivery] = []
         handlers: list[Deliver] = []
         for observer in self.observers:

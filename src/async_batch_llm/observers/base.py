@@ -37,6 +37,10 @@ class ProcessorObserver(ABC):
 
     ``wanted_events`` names the events to deliver (``None``: all of them); an observer
     that counts only outcomes skips the per-attempt ``ITEM_STARTED`` that way.
+
+    Optional hook: ``async def hold_workers(self) -> None``, awaited by every worker
+    between items now and then; an observer whose work runs beside the loop (the run
+    store's writer thread) returns at once unless it needs the workers to pause briefly.
     """
 
     wanted_events: ClassVar[frozenset[ProcessingEvent] | None] = None

@@ -12,9 +12,10 @@ several, and while the engine kept the loop busy its statements waited on the lo
 longer than SQLite worked (measured: ~40 us per row under a dry run, ~11 us of it SQLite).
 Here the loop takes no part in a commit: the thread runs it start to end, SQLite's work
 and the file's syncs happen without the GIL, and the loop hears back only where it waits
-(:meth:`Committer.submit` with a waiter). Everything else in the store stays on aiosqlite;
-the two connections are kept apart by SQLite's own write lock (``BEGIN IMMEDIATE`` with a
-busy timeout), and WAL lets readers carry on meanwhile.
+(:meth:`Committer.submit` with a waiter) and through ``notify`` after each commit.
+Everything else in the store stays on aiosqlite; the two connections are kept apart by
+SQLite's own write lock (``BEGIN IMMEDIATE`` with a busy timeout), and WAL lets readers
+carry on meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -36,7 +36,7 @@ from .statements import write_segments
 logger = logging.getLogger("async_batch_llm.store")
 
 
-#: Events handed over but not committed beyond which the loop waits for the thread.
+#: Events handed over but not committed beyond which the workers wait for the thread.
 BACKLOG = 100_000
 
 
@@ -116,34 +116,6 @@ class Committer:
         """
         self.submitted += events
         self._jobs.put(_Job(segments, events, finals, waiter, stop))
-
-    def make_way(self, pause: float) -> None:
-        """If the thread has rows to commit, sleep ``pause`` seconds so that it gets the GIL;
-        if it has more than :data:`BACKLOG` events to commit, wait until it is back under.
-
-        Why: a thread that waits for the GIL while the loop is busy can wait for seconds.
-        CPython asks the GIL's holder to let go only once a waiter has waited 5 ms with no
-        hand-over in between, and a busy loop lets go and takes back the GIL every time it
-        polls, every millisecond or so: the waiter wakes, finds the GIL taken again, and
-        waits anew. The thread needs the GIL after each statement; without this, a dry run
-        of 100,000 items made 2 commits, both after the run, and nothing ran beside the
-        loop. The loop calls this between folds; the thread then binds its next statement
-        and runs it in SQLite, without the GIL, beside the loop. The backlog bound holds
-        the engine back (memory stays bounded) only when results come faster than SQLite
-        can take them, which a dry run can do and a real provider does not.
-        """
-        if self.submitted == self.events_written or self.error is not None:
-            return
-        time.sleep(pause)
-        committed = self._committed
-        while (
-            self.submitted - self.events_written > BACKLOG
-            and self.error is None
-            and self._thread.is_alive()
-        ):
-            committed.clear()
-            if self.submitted - self.events_written > BACKLOG:
-                committed.wait(0.1)
 
     @property
     def pending(self) -> int:

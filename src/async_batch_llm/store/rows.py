@@ -6,64 +6,78 @@ so the statements of a flush do not depend on their order. The rare item that st
 new session within the same flush (a retry added while the run goes on) begins a new
 :class:`Segment`, written after the first one in the same transaction.
 
-Rows are kept flat, their values side by side in one list per kind of row (``WIDTH``
-values a row, in the column order of :mod:`.statements`): a tuple per row would be one
-more object for the garbage collector to count and walk for every item until its commit,
-and the statements want the values in one list anyway. Whatever a payload holds, folding
-never raises: text that SQLite could not store is repaired, odd numbers become 0 or NULL,
-and an event that cannot be read at all is logged and skipped, so one strange result can
-never block every later commit.
+:func:`fold` dispatches each event to the function that folds its kind, reading the
+payload through its ``TypedDict`` (:mod:`..observers.payloads`), so a renamed key fails
+type checking here. The rows themselves are flat lists of values, a list per kind of row,
+in the column order of :mod:`.statements` (which binds them as one ``VALUES`` list per
+chunk). Whatever a payload holds, folding never raises: text that SQLite could not store
+is repaired, odd numbers become 0 or NULL, and an event that cannot be read at all is
+logged and skipped, so one strange result can never block every later commit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from math import isfinite
 from typing import Any
 
+from ..observers import payloads as p
 from ..observers.base import ProcessingEvent
 from ..secrets import redact
 from .encode import clean_text, encode_output
 
 logger = logging.getLogger("async_batch_llm.store")
 
-_STARTED = ProcessingEvent.ITEM_STARTED
-_COMPLETED = ProcessingEvent.ITEM_COMPLETED
-_FAILED = ProcessingEvent.ITEM_FAILED
-_RETRY = ProcessingEvent.ITEM_RETRY
-_RATE_LIMIT = ProcessingEvent.RATE_LIMIT_HIT
-_BATCH_STARTED = ProcessingEvent.BATCH_STARTED
-_BATCH_COMPLETED = ProcessingEvent.BATCH_COMPLETED
-
 #: Run-level operations a segment may carry, applied after its item rows.
 RUN_STARTED = "started"
 RUN_COMPLETED = "completed"
 
-#: Values per row: running ``(item_id, new, attempts, session start)``; final (succeeded
-#: or failed, see :func:`fold`); attempt ``(item_id, engine attempt, started, ended,
-#: outcome, error, category, wait)``.
+#: Values per row: running ``(item_id, new, attempts, session start)``; final (see
+#: :func:`_final_row`); attempt ``(item_id, engine attempt, started, ended, outcome,
+#: error, category, wait)``.
 RUNNING_WIDTH, FINAL_WIDTH, ATTEMPT_WIDTH = 4, 13, 8
 
-# An item under way in a segment: [new session? (1/0), highest attempt, session start,
-# start of the attempt still open in this segment or None]. The usual item, in its first
-# attempt, is only the time that attempt started (no list to make); and one finished in
-# the segment is _DONE (its row is in ``succeeded`` or ``failed``).
-_NEW, _COUNT, _START, _OPEN = range(4)
-_DONE: Any = object()
+
+#: One event as the store's observer keeps it until the next fold: ``(kind, payload, the
+#: wall-clock time it was seen)``.
+Event = tuple[ProcessingEvent, Mapping[str, Any], float]
+
+
+@dataclass(slots=True)
+class _Session:
+    """An item under way in a segment: one pass of the engine over it (attempts 1..n)."""
+
+    new: bool  # the session's first attempt started in this segment
+    attempt: int  # the highest engine attempt seen
+    start: float | None  # when the session began, if seen here
+    open_since: float | None  # start of the attempt still open in this segment
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """One attempt's row: open (``outcome`` None) until an event ends it."""
+
+    started: float | None
+    ended: float | None = None
+    outcome: str | None = None
+    error: str | None = None
+    category: str | None = None
+    wait: float | None = None
 
 
 class Segment:
     """The rows of one flush, or of the part of it before an item starts a new session."""
 
-    __slots__ = ("attempts", "failed", "run_ops", "running", "succeeded")
+    __slots__ = ("attempts", "failed", "finished", "run_ops", "running", "succeeded")
 
     def __init__(self) -> None:
-        self.running: dict[str, Any] = {}  # item_id -> state (see above)
+        self.running: dict[str, _Session] = {}
+        self.finished: set[str] = set()  # items whose final row is in this segment
         self.succeeded: list[Any] = []  # FINAL_WIDTH values a row
         self.failed: list[Any] = []
-        # (item_id, engine attempt) -> [started, ended, outcome, error, category, wait]
-        self.attempts: dict[tuple[str, int], list[Any]] = {}
+        self.attempts: dict[tuple[str, int], _Attempt] = {}  # (item_id, engine attempt)
         self.run_ops: list[tuple[str, float]] = []
 
     def rows(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
@@ -73,193 +87,191 @@ class Segment:
         :meth:`RunStore.mark_interrupted` closes.
         """
         running: list[Any] = []
-        attempts = self.attempts
-        for item_id, state in self.running.items():
-            if state is _DONE:
-                continue
-            if type(state) is not list:
-                state = [1, 1, state, state]
-            running += (item_id, state[_NEW], state[_COUNT], state[_START])
-            if state[_OPEN] is not None:
-                attempts.setdefault(
-                    (item_id, state[_COUNT]), [state[_OPEN], None, None, None, None, None]
-                )
-        flat_attempts: list[Any] = []
-        for (item_id, attempt), fields in attempts.items():
-            flat_attempts += (item_id, attempt, *fields)
-        return running, self.succeeded, self.failed, flat_attempts
+        for item_id, session in self.running.items():
+            running += (item_id, int(session.new), session.attempt, session.start)
+            if session.open_since is not None:
+                self.attempts.setdefault((item_id, session.attempt), _Attempt(session.open_since))
+        attempts: list[Any] = []
+        for (item_id, number), row in self.attempts.items():
+            attempts += (item_id, number, row.started, row.ended, row.outcome)
+            attempts += (row.error, row.category, row.wait)
+        return running, self.succeeded, self.failed, attempts
+
+    def close_attempt(self, item_id: str, number: int, ended: _Attempt) -> None:
+        """End an attempt with ``ended``'s outcome unless an earlier event already ended it."""
+        row = self.attempts.get((item_id, number))
+        if row is None:
+            self.attempts[(item_id, number)] = ended
+        elif row.outcome is None:
+            ended.started = row.started
+            self.attempts[(item_id, number)] = ended
 
 
-def _next(segments: list[Segment]) -> Segment:
-    segment = Segment()
-    segments.append(segment)
-    return segment
+class _Folding:
+    """Segments being folded into: the last one takes new events."""
+
+    __slots__ = ("segment", "segments")
+
+    def __init__(self, segments: list[Segment]) -> None:
+        self.segments = segments
+        self.segment = segments[-1]
+
+    def next_segment(self) -> Segment:
+        """Start a new segment: an item begins a new session within this flush."""
+        self.segment = Segment()
+        self.segments.append(self.segment)
+        return self.segment
 
 
-def _expand(running: dict[str, Any], item_id: str, state: Any) -> Any:
-    """The list form of an item's state (a first attempt is kept as its start time alone)."""
-    if state is None or state is _DONE or type(state) is list:
-        return state
-    state = running[item_id] = [1, 1, state, state]
-    return state
-
-
-def fold(events: list[Any], segments: list[Segment] | None = None) -> list[Segment]:
+def fold(events: Iterable[Event], segments: list[Segment] | None = None) -> list[Segment]:
     """Fold events, in order, into segments of merged rows; returns the segments.
 
-    ``events`` holds each event's three values side by side, ``[event, payload, time,
-    event, payload, time, ...]``, as the observer appends them (no tuple per event).
     Given ``segments`` (what earlier events were folded into), folding goes on from the
     last of them: folding a run of events in pieces gives the same rows as all at once.
-
-    A succeeded row is ``(item_id, new, attempts, session start, output, output_is_json,
-    input, output and cached tokens, priced, cost, finished, duration)``; a failed row has
-    ``error, category`` where output and output_is_json are. ``new`` and ``priced`` are 1
-    or 0 and an unknown cost is 0.0 with ``priced`` 0: NULLs and bools cost ``sqlite3``
-    ten times as much to bind as ints and floats do, so the usual row has none.
     """
-    segments = segments or [Segment()]
-    segment = segments[-1]
-    running = segment.running
+    folding = _Folding(segments or [Segment()])
     skipped = 0
-    flat = iter(events)
-    for event, data, now in zip(flat, flat, flat, strict=True):
+    for kind, payload, at in events:
+        folder = _FOLDERS.get(kind)
+        if folder is None:
+            continue
         try:
-            if event is _STARTED:
-                item_id, attempt = data["item_id"], data.get("attempt", 1)
-                state = running.get(item_id)
-                if state is not None and (attempt == 1 or state is _DONE):
-                    segment = _next(segments)
-                    running = segment.running
-                    state = None
-                if state is None:
-                    running[item_id] = now if attempt == 1 else [0, attempt, None, now]
-                else:
-                    state = _expand(running, item_id, state)
-                    state[_COUNT] = attempt
-                    state[_OPEN] = now
-            elif event is _COMPLETED or event is _FAILED:
-                item_id = data["item_id"]
-                state = running.get(item_id)
-                if state is _DONE:
-                    segment = _next(segments)
-                    running = segment.running
-                    state = None
-                count = data.get("attempts") or 0
-                duration = data.get("duration")
-                if type(duration) is not float or not isfinite(duration):
-                    duration = _real(duration)
-                if state is None:
-                    new, highest, opened = 0, count, None
-                    start = now - duration if count == 0 and duration is not None else None
-                elif type(state) is not list:  # a first attempt: its start time
-                    new, start = 1, state
-                    highest = count if count > 1 else 1
-                    opened = state if highest == count else None
-                else:
-                    new, start = state[_NEW], state[_START]
-                    highest = count if count > state[_COUNT] else state[_COUNT]
-                    opened = state[_OPEN] if highest == count else None
-                running[item_id] = _DONE
-                result = data.get("result")
-                tokens = data.get("tokens")
-                if type(tokens) is not dict:
-                    tokens = _tokens(tokens, result)
-                tin = tokens.get("input_tokens", 0)
-                if type(tin) is not int:
-                    tin = _count(tin)
-                tout = tokens.get("output_tokens", 0)
-                if type(tout) is not int:
-                    tout = _count(tout)
-                tcached = tokens.get("cached_input_tokens", 0)
-                if type(tcached) is not int:
-                    tcached = _count(tcached)
-                cost = data.get("cost")
-                if cost is not None and (type(cost) is not float or not isfinite(cost)):
-                    cost = _real(cost)
-                text: str | None
-                second: str | int | None
-                if event is _COMPLETED:
-                    output = getattr(result, "output", None)
-                    if type(output) is str and output.isascii():
-                        text, second = output, 0
-                    else:
-                        text, second = encode_output(output)
-                    rows, outcome, error, category = segment.succeeded, "ok", None, None
-                else:
-                    error, category = _error(data.get("error")), _text(data.get("error_category"))
-                    text, second = error, category  # a failed row holds these in those places
-                    rows, outcome = segment.failed, "failed"
-                rows += (
-                    item_id,
-                    new,
-                    highest,
-                    start,
-                    text,
-                    second,
-                    tin,
-                    tout,
-                    tcached,
-                    0 if cost is None else 1,
-                    0.0 if cost is None else cost,
-                    now,
-                    duration,
-                )
-                # A session's first attempt that started and succeeded within the segment
-                # gets no row: the item's own row tells that story (see RunStore.item).
-                if count and (count != 1 or opened is None or outcome != "ok"):
-                    _close(segment, item_id, count, opened, now, outcome, error, category, None)
-            elif event is _RETRY or event is _RATE_LIMIT:
-                item_id, attempt = data["item_id"], data.get("attempt", 1)
-                state = _expand(running, item_id, running.get(item_id))
-                opened = None
-                if type(state) is list and state[_COUNT] == attempt:
-                    opened, state[_OPEN] = state[_OPEN], None
-                if event is _RETRY:
-                    outcome, category = "retry", _text(data.get("error_category"))
-                    wait = _real(data.get("wait"))
-                else:
-                    outcome, category = "rate_limited", "rate_limit"
-                    wait = _real(data.get("suggested_wait"))
-                error = _error(data.get("error"))
-                _close(segment, item_id, attempt, opened, now, outcome, error, category, wait)
-            elif event is _BATCH_STARTED:
-                segment.run_ops.append((RUN_STARTED, now))
-            elif event is _BATCH_COMPLETED:
-                segment.run_ops.append((RUN_COMPLETED, now))
+            folder(folding, payload, at)
         except Exception:
             if not skipped:
-                logger.exception("run store: an unreadable %s event was not recorded", event)
+                logger.exception("run store: an unreadable %s event was not recorded", kind)
             skipped += 1
     if skipped > 1:
         logger.error("run store: %d unreadable events were not recorded", skipped)
-    return segments
+    return folding.segments
 
 
-def _close(
-    segment: Segment,
-    item_id: str,
-    attempt: int,
-    started: float | None,
+def _fold_started(folding: _Folding, data: p.ItemStarted, now: float) -> None:
+    """An attempt starts: open it, beginning a new segment if it begins a new session."""
+    item_id, attempt = data["item_id"], data.get("attempt", 1)
+    segment = folding.segment
+    if item_id in segment.finished or (attempt == 1 and item_id in segment.running):
+        segment = folding.next_segment()
+    session = segment.running.get(item_id)
+    if session is None:
+        first = attempt == 1
+        segment.running[item_id] = _Session(first, attempt, now if first else None, now)
+    else:
+        session.attempt = attempt
+        session.open_since = now
+
+
+def _fold_completed(folding: _Folding, data: p.ItemCompleted, now: float) -> None:
+    output = getattr(data.get("result"), "output", None)
+    text: str | None
+    second: str | int | None
+    if type(output) is str and output.isascii():
+        text, second = output, 0
+    else:
+        text, second = encode_output(output)
+    _fold_final(folding, data, now, outcome="ok", text=text, second=second)
+
+
+def _fold_failed(folding: _Folding, data: p.ItemFailed, now: float) -> None:
+    error = _error(data.get("error"))
+    category = _text(data.get("error_category"))
+    _fold_final(folding, data, now, outcome="failed", text=error, second=category)
+
+
+def _fold_final(
+    folding: _Folding,
+    data: p.ItemCompleted | p.ItemFailed,
     now: float,
+    *,
     outcome: str,
-    error: str | None,
-    category: str | None,
-    wait: float | None,
+    text: str | None,
+    second: str | int | None,
 ) -> None:
-    """End an attempt with ``outcome`` unless an earlier event already ended it."""
-    fields = segment.attempts.get((item_id, attempt))
-    if fields is None:
-        segment.attempts[(item_id, attempt)] = [started, now, outcome, error, category, wait]
-    elif fields[2] is None:
-        fields[1:] = [now, outcome, error, category, wait]
+    """An item's result: its final row, and the row of the attempt that ended it.
+
+    A session's first attempt that started and succeeded within the segment gets no
+    attempt row: the item's own row tells that story (see ``RunStore.item``).
+    """
+    item_id = data["item_id"]
+    segment = folding.segment
+    if item_id in segment.finished:
+        segment = folding.next_segment()
+    count = data.get("attempts") or 0
+    duration = _real(data.get("duration"))
+    session = segment.running.pop(item_id, None)
+    segment.finished.add(item_id)
+    if session is None:
+        new, highest, opened = False, count, None
+        start = now - duration if count == 0 and duration is not None else None
+    else:
+        new, start = session.new, session.start
+        highest = max(count, session.attempt)
+        opened = session.open_since if highest == count else None
+    usage = _usage(data.get("tokens"), data.get("result"))
+    cost = _real(data.get("cost"))
+    rows = segment.succeeded if outcome == "ok" else segment.failed
+    rows += (item_id, int(new), highest, start, text, second, *usage)
+    rows += (0 if cost is None else 1, 0.0 if cost is None else cost, now, duration)
+    if count and (count != 1 or opened is None or outcome != "ok"):
+        error, category = (None, None) if outcome == "ok" else (text, second)
+        ended = _Attempt(opened, now, outcome, error, _text(category))
+        segment.close_attempt(item_id, count, ended)
 
 
-def _tokens(tokens: Any, result: Any) -> Mapping[str, Any]:
-    """The token counts of a payload: its own, else its result's, else none."""
+def _fold_retry(folding: _Folding, data: p.ItemRetry, now: float) -> None:
+    category = _text(data.get("error_category"))
+    ended = _Attempt(None, now, "retry", _error(data.get("error")), category)
+    ended.wait = _real(data.get("wait"))
+    _end_attempt(folding.segment, data["item_id"], data.get("attempt", 1), ended)
+
+
+def _fold_rate_limit(folding: _Folding, data: p.RateLimitHit, now: float) -> None:
+    ended = _Attempt(None, now, "rate_limited", _error(data.get("error")), "rate_limit")
+    ended.wait = _real(data.get("suggested_wait"))
+    _end_attempt(folding.segment, data["item_id"], data.get("attempt", 1), ended)
+
+
+def _end_attempt(segment: Segment, item_id: str, attempt: int, ended: _Attempt) -> None:
+    """An attempt failed and the item goes on: close the attempt's row."""
+    session = segment.running.get(item_id)
+    if session is not None and session.attempt == attempt:
+        ended.started, session.open_since = session.open_since, None
+    segment.close_attempt(item_id, attempt, ended)
+
+
+def _fold_batch_started(folding: _Folding, data: p.BatchStarted, now: float) -> None:
+    folding.segment.run_ops.append((RUN_STARTED, now))
+
+
+def _fold_batch_completed(folding: _Folding, data: p.BatchCompleted, now: float) -> None:
+    folding.segment.run_ops.append((RUN_COMPLETED, now))
+
+
+#: How each event the store records is folded (the payload is read as its TypedDict).
+_FOLDERS: dict[ProcessingEvent, Callable[[_Folding, Any, float], None]] = {
+    ProcessingEvent.ITEM_STARTED: _fold_started,
+    ProcessingEvent.ITEM_COMPLETED: _fold_completed,
+    ProcessingEvent.ITEM_FAILED: _fold_failed,
+    ProcessingEvent.ITEM_RETRY: _fold_retry,
+    ProcessingEvent.RATE_LIMIT_HIT: _fold_rate_limit,
+    ProcessingEvent.BATCH_STARTED: _fold_batch_started,
+    ProcessingEvent.BATCH_COMPLETED: _fold_batch_completed,
+}
+#: The events the store records (its observer asks for these alone).
+FOLDED_EVENTS = frozenset(_FOLDERS)
+
+
+def _usage(tokens: Any, result: Any) -> tuple[int, int, int]:
+    """``(input, output, cached)`` tokens of a payload: its own, else its result's, else 0."""
     if tokens is None:
         tokens = getattr(result, "token_usage", None)
-    return tokens if isinstance(tokens, Mapping) else {}
+    if not isinstance(tokens, Mapping):
+        return 0, 0, 0
+    return (
+        _count(tokens.get("input_tokens", 0)),
+        _count(tokens.get("output_tokens", 0)),
+        _count(tokens.get("cached_input_tokens", 0)),
+    )
 
 
 def _count(value: Any) -> int:

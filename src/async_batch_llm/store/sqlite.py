@@ -241,7 +241,7 @@ class RunStore:
         leased to that claim in the same transaction: nobody else can take it even while
         its items are still being stored.
         """
-        clean = redact_known(to_json(strip_secrets(dict(settings or {}))))
+        clean = redact_known(to_json(strip_secrets(dict(settings or {}))) or "{}")
         for _ in range(20):
             now = time.time()
             run_id = new_run_id(now)

@@ -17,7 +17,7 @@ of 100,000 items: six full collections where the engine alone makes one when pay
 waited for commits, three when they waited for the timer, one (as without the store) when
 every 128 events are folded at once. Folding in the writer's thread would not help: a
 thread waiting for the GIL behind a busy loop can wait for seconds (see
-:meth:`.committer.Committer.make_way`), and payloads would pile up meanwhile.
+:meth:`StoreObserver.hold_workers`), and payloads would pile up meanwhile.
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
 from ..observers.base import BaseObserver, ProcessingEvent
-from .committer import Committer
+from .committer import BACKLOG, Committer
 from .errors import StoreError
-from .rows import Segment, fold
+from .rows import FOLDED_EVENTS, Event, Segment, fold
 
 logger = logging.getLogger("async_batch_llm.store")
 
 #: Seconds between folds while events come (at most ``flush_interval``).
 FOLD_INTERVAL = 0.01
-#: Seconds the loop sleeps after a fold while the writer has rows to commit (see
-#: :meth:`.committer.Committer.make_way`): at most a tenth of the loop's time.
+#: Seconds the workers pause after a fold while the writer has rows to commit (see
+#: :meth:`StoreObserver.hold_workers`): at most a tenth of the loop's time.
 HANDOFF = 0.001
 #: Events that are folded at once, without waiting for the next fold's time.
 FOLD_EVENTS = 128
@@ -47,9 +47,8 @@ FOLD_EVENTS = 128
 #: (and dispatch held back) within a second rather than after the store's busy timeout.
 WRITER_BUSY_TIMEOUT = 1.0
 
-_EV = ProcessingEvent
-_COMPLETED = _EV.ITEM_COMPLETED
-_FAILED = _EV.ITEM_FAILED
+_COMPLETED = ProcessingEvent.ITEM_COMPLETED
+_FAILED = ProcessingEvent.ITEM_FAILED
 
 
 class _Store(Protocol):
@@ -79,17 +78,7 @@ class StoreObserver(BaseObserver):
     """
 
     #: What the store records: worker and cooldown events are not even delivered.
-    wanted_events: ClassVar[frozenset[ProcessingEvent] | None] = frozenset(
-        (
-            _EV.BATCH_STARTED,
-            _EV.BATCH_COMPLETED,
-            _EV.ITEM_STARTED,
-            _EV.ITEM_COMPLETED,
-            _EV.ITEM_FAILED,
-            _EV.ITEM_RETRY,
-            _EV.RATE_LIMIT_HIT,
-        )
-    )
+    wanted_events: ClassVar[frozenset[ProcessingEvent] | None] = FOLDED_EVENTS
 
     def __init__(
         self,
@@ -125,14 +114,18 @@ class StoreObserver(BaseObserver):
         self.flush_rows = flush_rows
         self._clock = clock
         self._fold_interval = min(flush_interval, FOLD_INTERVAL)
-        self._fold_at = 3 * FOLD_EVENTS  # three values per event
-        self._buffer: list[Any] = []  # event, payload, time, event, payload, time, ...
+        self._buffer: list[Event] = []  # seen, not yet folded
         self._segments: list[Segment] = []  # folded, not yet handed over
         self._folded = 0  # events in _segments
         self._idle = True  # no fold scheduled: the next event schedules one
         self._timer: asyncio.TimerHandle | None = None
         self._handed_at = float("-inf")  # loop time of the last hand-over
         self._committer: Committer | None = None
+        # Set while the workers may go on; cleared for a hand-off to the writer thread.
+        self._writer_turn_over = asyncio.Event()
+        self._writer_turn_over.set()
+        self._turn_timer: asyncio.TimerHandle | None = None
+        self._backlogged = False  # over BACKLOG events wait for a commit
         self._closed = False
         self._dropped = 0
         # The counters of a closed writer's thread, kept once it is gone.
@@ -149,12 +142,12 @@ class StoreObserver(BaseObserver):
         One append and a length check; every ``FOLD_EVENTS`` events it folds them at once.
         """
         buffer = self._buffer
-        buffer.extend((event, data, self._clock()))
+        buffer.append((event, data, self._clock()))
         if self._hurry_at and (event is _COMPLETED or event is _FAILED):
             self._finals_seen += 1
             if self._finals_seen - self._finals_committed() >= self._hurry_at:
                 self._hurry()
-        if self._idle or len(buffer) >= self._fold_at:
+        if self._idle or len(buffer) >= FOLD_EVENTS:
             self._wake()
 
     def _wake(self) -> None:
@@ -167,7 +160,7 @@ class StoreObserver(BaseObserver):
                     "they are not recorded",
                     self.run_id,
                 )
-            self._dropped += len(self._buffer) // 3
+            self._dropped += len(self._buffer)
             self._buffer.clear()
             return
         if not self._idle:  # a fold is scheduled, but this many payloads should not wait
@@ -189,14 +182,13 @@ class StoreObserver(BaseObserver):
         loop = asyncio.get_running_loop()
         if self._folded >= self.flush_rows or loop.time() - self._handed_at >= self.flush_interval:
             self._hand_over(None)
-        if self._committer is not None:
-            self._committer.make_way(HANDOFF)
+        self._give_writer_a_turn(loop)
         self._timer = loop.call_later(self._fold_interval, self._tick)
 
     def _fold(self) -> None:
         buffer, self._buffer = self._buffer, []
         self._segments = fold(buffer, self._segments)
-        self._folded += len(buffer) // 3
+        self._folded += len(buffer)
 
     def _hand_over(self, waiter: asyncio.Future[None] | None, *, stop: bool = False) -> None:
         committer = self._committer
@@ -206,6 +198,42 @@ class StoreObserver(BaseObserver):
         self._handed_at = asyncio.get_running_loop().time()
         finals, self._finals_handed = self._finals_seen - self._finals_handed, self._finals_seen
         committer.submit(segments, events, waiter, stop=stop, finals=finals)
+
+    # ------------------------------------------------------------------ the writer's turn
+
+    async def hold_workers(self) -> None:
+        """Called by every worker between items now and then: wait while the writer has
+        its turn (the engine's hook for observers whose work runs beside the loop).
+
+        Why: a thread that waits for the GIL while the loop is busy can wait for seconds.
+        CPython asks the GIL's holder to let go only once a waiter has waited 5 ms with no
+        hand-over in between, and a busy loop lets go and takes back the GIL every time it
+        polls: the waiter wakes, finds the GIL taken again, and waits anew. So after a fold,
+        while the writer has rows to commit, the workers pause for ``HANDOFF`` seconds: the
+        loop goes idle (timers and I/O still run), lets go of the GIL, and the writer binds
+        its next statement and runs it in SQLite, without the GIL, beside the loop. Past
+        ``BACKLOG`` uncommitted events the workers wait for a commit instead (memory stays
+        bounded when results come faster than SQLite takes them, as a dry run's can).
+        """
+        if not self._writer_turn_over.is_set():
+            await self._writer_turn_over.wait()
+
+    def _give_writer_a_turn(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a fold: hold the workers back briefly if the writer has rows to commit."""
+        committer = self._committer
+        if committer is None or committer.pending == 0 or committer.error is not None:
+            return
+        if committer.pending > BACKLOG and committer.alive:
+            self._backlogged = True  # the next commit ends the turn (see _after_commit)
+            self._writer_turn_over.clear()
+        elif self._turn_timer is None and self._writer_turn_over.is_set():
+            self._writer_turn_over.clear()
+            self._turn_timer = loop.call_later(HANDOFF, self._end_writer_turn)
+
+    def _end_writer_turn(self) -> None:
+        self._turn_timer = None
+        if not self._backlogged:
+            self._writer_turn_over.set()
 
     # ------------------------------------------------------------------ back-pressure
 
@@ -233,10 +261,16 @@ class StoreObserver(BaseObserver):
             self._set_blocked(True)
 
     def _after_commit(self) -> None:
-        """In the loop, after each commit or failed commit: hurry what waits, and block or
-        unblock dispatch."""
+        """In the loop, after each commit or failed commit: end a backlogged writer's turn,
+        hurry what waits, and block or unblock dispatch."""
         committer = self._committer
-        if committer is None or self.max_unsettled is None:
+        if committer is None:
+            return
+        if self._backlogged and (committer.pending <= BACKLOG or committer.error is not None):
+            self._backlogged = False
+            if self._turn_timer is None:
+                self._writer_turn_over.set()
+        if self.max_unsettled is None:
             return
         unsettled = self.unsettled
         if unsettled >= self._hurry_at and committer.pending == 0 and committer.error is None:
@@ -272,7 +306,7 @@ class StoreObserver(BaseObserver):
             retry_interval=self.flush_interval,
             label=str(self.store.path),
             owner=self.owner,
-            notify=self._after_commit if self.max_unsettled is not None else None,
+            notify=self._after_commit,
         )
 
     async def flush(self) -> None:
@@ -292,6 +326,8 @@ class StoreObserver(BaseObserver):
             self._committer.busy_timeout = busy_timeout  # read when it next connects
         self._closed = True
         self._idle = True  # so that a late event finds the observer closed
+        self._backlogged = False
+        self._writer_turn_over.set()  # no worker waits on a writer that is going away
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -329,7 +365,7 @@ class StoreObserver(BaseObserver):
         """Events seen but not yet committed."""
         committer = self._committer
         pending = committer.pending if committer is not None else 0
-        return len(self._buffer) // 3 + self._folded + pending
+        return len(self._buffer) + self._folded + pending
 
     @property
     def closed(self) -> bool:
