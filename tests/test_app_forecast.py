@@ -68,13 +68,26 @@ def test_which_runs_need_a_confirmation(tmp_path: Path) -> None:
 
     assert needs_confirmation(spec(model="openai/gpt-4o-mini"))
     assert needs_confirmation(spec(model="anthropic/some-new-model"))  # hosted: may cost
-    assert needs_confirmation(spec(model="openai/gpt-4o-mini", api_base="http://127.0.0.1:1"))
-    assert not needs_confirmation(spec(model="openai/mine", api_base="http://127.0.0.1:1"))
+    assert needs_confirmation(spec(model="openai/gpt-4o-mini", api_base="https://gw.example/v1"))
+    assert not needs_confirmation(spec(model="openai/mine", api_base="https://gw.example/v1"))
+    # A server on this machine or the local network bills nobody, whatever the model's name.
+    for local in ("http://127.0.0.1:1", "http://localhost:8000/v1", "http://10.0.0.7:8000/v1"):
+        assert not needs_confirmation(spec(model="openai/gpt-4o-mini", api_base=local))
     assert not needs_confirmation(spec(model="openai/gpt-4o-mini", dry_run=True))
     assert not needs_confirmation(spec(model="simulated/demo"))
     assert needs_confirmation(
         spec(model="openai/mine", api_base="http://127.0.0.1:1", price_as="openai/gpt-4o-mini")
     )
+
+
+def billed_spec(items: Path) -> Path:
+    """A spec that declares its calls billed (``price_as``): a loopback server alone is not."""
+    spec = items.with_name("paid.toml")
+    spec.write_text(
+        f'items = "{items.name}"\nmodel = "openai/mine"\nprice_as = "openai/gpt-4o-mini"\n',
+        encoding="utf-8",
+    )
+    return spec
 
 
 @pytest.fixture
@@ -90,7 +103,7 @@ def test_without_a_terminal_a_paid_run_needs_yes(
 ) -> None:
     items = write_items(tmp_path / "items.jsonl", ["Classify: kettle"] * 3)
     db = tmp_path / "runs.db"
-    argv = ["run", str(items), "--headless", "--db", str(db), "--model", "openai/gpt-4o-mini"]
+    argv = ["run", str(billed_spec(items)), "--headless", "--db", str(db)]
     argv += ["--api-base", sim.base_url]
     assert cli.main(argv) == cli.EXIT_USAGE
     err = capsys.readouterr().err
@@ -107,9 +120,8 @@ def test_on_a_terminal_the_question_waits_for_an_answer(
     """The real command in a pseudo-terminal: "n" sends nothing, "y" runs."""
     items = write_items(tmp_path / "items.jsonl", ["Classify: kettle"] * 2)
     for answer, status in (("n", cli.EXIT_USAGE), ("y", cli.EXIT_OK)):
-        argv = [sys.executable, "-m", "abl_tui.cli", "run", str(items), "--headless"]
-        argv += ["--db", str(tmp_path / "runs.db"), "--model", "openai/gpt-4o-mini"]
-        argv += ["--api-base", sim.base_url]
+        argv = [sys.executable, "-m", "abl_tui.cli", "run", str(billed_spec(items))]
+        argv += ["--headless", "--db", str(tmp_path / "runs.db"), "--api-base", sim.base_url]
         primary, secondary = pty.openpty()
         proc = subprocess.Popen(
             argv, stdin=secondary, stdout=secondary, stderr=secondary, env=cli_env()

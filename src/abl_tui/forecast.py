@@ -9,8 +9,10 @@ map, read as data). Time follows the tightest known limit: workers at a typical
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .batchfile import BatchSpec, iter_items
 from .costs import price_of
@@ -78,13 +80,29 @@ def _minutes(seconds: float) -> str:
 
 
 def needs_confirmation(settings: BatchSpec) -> bool:
-    """True for a run that may cost money: not a dry run, not the simulator, and either a
-    priced model or a hosted provider (no ``api_base``: a local server is free)."""
+    """True for a run that may cost money: not a dry run, not the simulator, and either billed
+    by the batch's own word (``price_as``), or a priced model or hosted provider not served
+    on this machine or the local network (vLLM, llama.cpp: nobody bills those calls,
+    whatever the model is called)."""
     if settings.dry_run or settings.model.startswith("simulated/"):
         return False
-    if settings.price_as or price_of(settings.model) is not None:
+    if settings.price_as:
         return True
-    return settings.api_base is None
+    if settings.api_base is not None and _is_local(settings.api_base):
+        return False
+    return settings.api_base is None or price_of(settings.model) is not None
+
+
+def _is_local(api_base: str) -> bool:
+    """True when ``api_base`` names this machine or a private-network address."""
+    host = (urlsplit(api_base).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_private or address.is_link_local
 
 
 def forecast(settings: BatchSpec, items_path: Path) -> Forecast:
