@@ -402,7 +402,9 @@ class Runner:
             timeout_per_item=settings.timeout,
             retry=RetryConfig(max_attempts=settings.max_attempts, initial_wait=1.0, max_wait=30.0),
             rate_limit=RateLimitConfig(
-                cooldown_seconds=30.0,
+                # A 429 without Retry-After pauses every worker this long (then 1.5x for the
+                # next storm): short enough that a storm of them passes within a minute.
+                cooldown_seconds=10.0,
                 slow_start_items=settings.workers,
                 slow_start_initial_delay=0.5,
             ),
