@@ -890,3 +890,22 @@ def test_nothing_committed_is_lost_or_sent_again_when_killed_at_any_instant(
         assert set(calls) == {f"item-{i:04d}" for i in range(400)}
     assert partial_kills >= 2  # the kills did land mid-run
     assert os.path.exists(WORKER)
+
+
+def test_a_program_that_never_closes_its_store_still_exits(tmp_path: Path) -> None:
+    """aiosqlite's thread is not a daemon: the store's exit guard stops it at exit."""
+    script = (
+        "import asyncio\n"
+        "from async_batch_llm.store import RunStore\n"
+        "kept = []\n"  # no garbage collection closes it either
+        "async def main():\n"
+        f"    kept.append(await RunStore.open({str(tmp_path / 'runs.db')!r}))\n"
+        "    await kept[0].create_run(settings={'model': 'm'})\n"
+        "    print('opened', flush=True)\n"  # and never closed
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )  # a hang at exit raises TimeoutExpired
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "opened"

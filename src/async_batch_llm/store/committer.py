@@ -31,6 +31,7 @@ from typing import NamedTuple
 
 from .lease import check_owner
 from .rows import Segment
+from .schema import WRITER_PRAGMAS
 from .statements import write_segments
 
 logger = logging.getLogger("async_batch_llm.store")
@@ -215,9 +216,8 @@ class Committer:
         try:
             db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             self._timeout_set = self.busy_timeout
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.execute("PRAGMA cache_size = -65536")
-            db.execute("PRAGMA wal_autocheckpoint = 10000")
+            for pragma in WRITER_PRAGMAS:
+                db.execute(pragma)
         except BaseException:
             db.close()
             raise

@@ -32,6 +32,7 @@ from ..secrets import redact_known
 from .diagnose import describe_write_error
 from .encode import clean_text, from_json, new_run_id, strip_secrets, to_json
 from .errors import StoreError
+from .exit_guard import stop_at_exit
 from .lease import (
     STALE_AFTER,
     WHOLE_RUN,
@@ -56,7 +57,15 @@ from .records import (
     item_from_row,
     run_from_row,
 )
-from .schema import ITEM_STATUSES, RUN_STATUSES, SCHEMA_VERSION, check_file, inspect, upgrade
+from .schema import (
+    ITEM_STATUSES,
+    RUN_STATUSES,
+    SCHEMA_VERSION,
+    WRITER_PRAGMAS,
+    check_file,
+    inspect,
+    upgrade,
+)
 from .writer import StoreObserver
 
 #: Rows per ingest transaction: large enough to amortise the commit, small enough for memory.
@@ -115,11 +124,7 @@ class RunStore:
             _create_private(path)
         uri = path.resolve().as_uri() + ("?mode=ro" if readonly else "?mode=rwc")
         connection = aiosqlite.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
-        # aiosqlite's thread is not a daemon: a program that ends without closing the store
-        # (an exception, Ctrl-C) would hang at exit. SQLite rolls back what was unfinished.
-        thread = getattr(connection, "_thread", None)
-        if thread is not None and not thread.is_alive():
-            thread.daemon = True
+        stop_at_exit(connection)  # its thread must not hold the interpreter at exit
         try:
             db = await connection
         except sqlite3.Error as exc:
@@ -131,12 +136,8 @@ class RunStore:
                 await db.execute("PRAGMA query_only = 1")
             else:
                 await db.execute("PRAGMA journal_mode = WAL")
-                await db.execute("PRAGMA synchronous = NORMAL")
-                # Big flushes and ingests touch many pages: a 64 MiB cache keeps them from
-                # spilling mid-transaction (it grows only as pages are used).
-                await db.execute("PRAGMA cache_size = -65536")
-                # Checkpoint the WAL every ~40 MB rather than every 4 MB: far fewer fsyncs.
-                await db.execute("PRAGMA wal_autocheckpoint = 10000")
+                for pragma in WRITER_PRAGMAS:
+                    await db.execute(pragma)
                 if version < SCHEMA_VERSION:
                     await upgrade(db, path, version)
         except BaseException as exc:
