@@ -852,3 +852,24 @@ async def test_a_crashed_worker_surfaces_in_process_all_and_ends_the_run(
     (completed,) = recorder.of(ProcessingEvent.BATCH_COMPLETED)
     assert completed["cancelled"] is True
     assert (await processor.get_stats())["workers"] == 0
+
+
+async def test_detailed_logging_tells_each_attempts_outcome(
+    fast_config: Callable[..., ProcessorConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="async_batch_llm.parallel")
+    for detailed in (False, True):
+        caplog.clear()
+        strategy = FakeStrategy(script={"x": ["server_error"]})
+        processor = ParallelBatchProcessor(
+            config=fast_config(enable_detailed_logging=detailed, max_workers=1)
+        )
+        async with processor:
+            await processor.add_work(LLMWorkItem(f"x-{detailed}", strategy, "x"))
+            await processor.process_all()
+        messages = [r.getMessage() for r in caplog.records if r.levelname == "DEBUG"]
+        if detailed:
+            assert any("attempt 1 failed (server_overloaded" in m for m in messages), messages
+            assert any("succeeded on attempt 2" in m for m in messages), messages
+        else:
+            assert messages == []

@@ -620,6 +620,13 @@ class ParallelBatchProcessor(
             metadata=metadata,
             input_index=run.index,
         )
+        if self.config.enable_detailed_logging:
+            logger.debug(
+                "item %r succeeded on attempt %d in %.3fs",
+                item.item_id,
+                run.attempts,
+                result.duration,
+            )
         if self.middlewares:
             result = await self._after_process(result)
         self._emit_completed(result, run.worker_id)
@@ -650,6 +657,16 @@ class ParallelBatchProcessor(
         if limits is not None:
             self._learn_limits(limits)
         info = self._classify(work.strategy, error)
+        if self.config.enable_detailed_logging:
+            logger.debug(
+                "item %r attempt %d failed (%s, retryable=%s, rate limit=%s): %s",
+                run.item.item_id,
+                run.attempts,
+                info.error_category,
+                info.is_retryable,
+                info.is_rate_limit,
+                _describe(error),
+            )
         try:
             await tell_error(work.strategy, error, run.attempts, run.state)
         except Exception:

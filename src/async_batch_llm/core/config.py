@@ -138,6 +138,8 @@ class ProcessorConfig:
     max_requests_per_minute: float | None = None
     progress_interval: int = 10
     progress_callback_timeout: float | None = 5.0
+    #: Log every attempt's outcome and what was decided (retry, cooldown, end) at DEBUG
+    #: level on the ``async_batch_llm.parallel`` logger (configure logging to see them).
     enable_detailed_logging: bool = False
     max_queue_size: int = 0
     dry_run: bool = False

@@ -35,7 +35,10 @@ def load_litellm() -> ModuleType:
         return _module
     with _lock:
         if _module is None:
-            # Before the import, or litellm fetches its cost map from GitHub at import time.
+            # The library's one change to the environment, on purpose: litellm reads this
+            # variable only from os.environ (at import, and again when its cost map is
+            # reloaded), with no setting to pass instead; without it the import fetches
+            # the cost map from GitHub. setdefault: a value the user set is kept.
             os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
             import litellm
 

@@ -73,10 +73,6 @@ class StrategyReturnError(TypeError):
     """A strategy's ``execute`` returned something other than ``(output, usage[, metadata])``."""
 
 
-class ItemSkippedError(Exception):
-    """A middleware's ``before_process`` returned ``None``: the item is not processed."""
-
-
 def failed_attempt_usage(exc: BaseException) -> dict[str, int] | None:
     """Token usage a failed attempt reported through its exception, if any."""
     usage = getattr(exc, "token_usage", None)
