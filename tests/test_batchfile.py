@@ -465,7 +465,10 @@ def test_structured_sample_schema() -> None:
 def test_provider_samples(name: str, model: str, env: str) -> None:
     batch = load_batch(SAMPLES / name)
     assert batch.spec.model.startswith(model)
-    assert batch.items_path.name == "demo.jsonl"
+    # The demo's items without its simulator directives: a real provider gets clean prompts.
+    assert batch.items_path.name == "catalogue.jsonl"
+    prompts = [item.prompt for item in iter_items(batch.items_path)]
+    assert len(prompts) >= 250 and not any("[[sim:" in prompt for prompt in prompts)
     assert env in (SAMPLES / name).read_text()
     if name == "local_server.toml":
         assert batch.spec.api_base == "http://127.0.0.1:8000/v1"
