@@ -318,3 +318,25 @@ def test_retry_state_clear() -> None:
     state.clear()
     assert "a" not in state and "b" not in state
     assert state.get("a") is None
+
+
+def test_our_errors_share_one_root_and_keep_the_reference_bases() -> None:
+    from async_batch_llm import AblError, FrameworkTimeoutError, TokenTrackingError
+    from async_batch_llm.core.cooldown import RateLimitTooLong
+    from async_batch_llm.providers.provider_errors import ProviderError
+    from async_batch_llm.store import StoreError
+    from async_batch_llm.strategies.errors import RateLimitRetriesExceeded, StrategyReturnError
+
+    ours = (
+        FrameworkTimeoutError,
+        TokenTrackingError,
+        RateLimitTooLong,
+        RateLimitRetriesExceeded,
+        StrategyReturnError,
+        ProviderError,
+        StoreError,
+    )
+    assert all(issubclass(error, AblError) for error in ours)
+    assert issubclass(FrameworkTimeoutError, TimeoutError)
+    assert issubclass(StrategyReturnError, TypeError)
+    assert not issubclass(AblError, (TimeoutError, TypeError))

@@ -22,6 +22,7 @@ from .base import (
 )
 from .classifiers import GeminiErrorClassifier
 from .core import LLMModel, ManagedLLMModel, ProcessorConfig, RateLimitConfig, RetryConfig
+from .errors import AblError
 from .llm_strategies import GeminiStrategy, LLMCallStrategy, PydanticAIStrategy
 from .middleware.base import BaseMiddleware, Middleware
 from .observers.base import BaseObserver, ProcessingEvent, ProcessorObserver
@@ -71,6 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AblError",
     "BaseMiddleware",
     "BaseObserver",
     "BatchProcessor",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..errors import AblError
 from ..strategies.errors import ErrorInfo
 
 
@@ -27,7 +28,7 @@ class CooldownStart(NamedTuple):
     consecutive: int
 
 
-class RateLimitTooLong(Exception):
+class RateLimitTooLong(AblError):
     """The provider asked to wait longer than ``max_cooldown_seconds`` allows."""
 
 

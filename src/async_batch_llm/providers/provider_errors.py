@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..errors import AblError
 from .limits import ProviderLimits
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 
-class ProviderError(Exception):
+class ProviderError(AblError):
     """A call to a provider failed; ``rate_limits`` is what its answer declared, if any."""
 
     def __init__(self, message: str, *, rate_limits: ProviderLimits | None = None) -> None:

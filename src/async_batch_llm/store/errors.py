@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from ..errors import AblError
 
-class StoreError(Exception):
+
+class StoreError(AblError):
     """A run store problem, as one line naming the file and what is wrong.
 
     Raised for files that are not run stores (corrupt, foreign, too new), missing runs and

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
+from ..errors import AblError
+
 if TYPE_CHECKING:
     from ..base import TokenUsage
 
@@ -35,7 +37,7 @@ class ErrorInfo:
             self.suggested_wait = None
 
 
-class FrameworkTimeoutError(TimeoutError):
+class FrameworkTimeoutError(AblError, TimeoutError):
     """An attempt ran past ``timeout_per_item``: the engine's own limit, not the provider's."""
 
     def __init__(
@@ -52,7 +54,7 @@ class FrameworkTimeoutError(TimeoutError):
         self.timeout_limit = timeout_limit
 
 
-class TokenTrackingError(Exception):
+class TokenTrackingError(AblError):
     """Carries the tokens a failed call still consumed, so failed attempts are billed too."""
 
     def __init__(self, message: str, *, token_usage: TokenUsage | dict[str, int] | None = None):
@@ -65,11 +67,11 @@ class TokenTrackingError(Exception):
         return self._failed_token_usage
 
 
-class RateLimitRetriesExceeded(Exception):
+class RateLimitRetriesExceeded(AblError):
     """An item was rate-limited more times than its own rate-limit retry budget allows."""
 
 
-class StrategyReturnError(TypeError):
+class StrategyReturnError(AblError, TypeError):
     """A strategy's ``execute`` returned something other than ``(output, usage[, metadata])``."""
 
 
