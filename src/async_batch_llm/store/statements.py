@@ -234,44 +234,72 @@ def _apply(db: sqlite3.Connection, sql: str, values: list[Any], width: int, run_
     return changed
 
 
+class _Totals:
+    """What a flush adds to its run: results arrived per status, their tokens and cost."""
+
+    __slots__ = ("arrived", "cost", "recount", "tokens_cached", "tokens_in", "tokens_out")
+
+    def __init__(self) -> None:
+        self.arrived = {"succeeded": 0, "failed": 0}
+        self.tokens_in = self.tokens_out = self.tokens_cached = 0
+        self.cost: float | None = None
+        self.recount = False  # results for items the store does not hold
+
+
 def write_segments(db: sqlite3.Connection, run_id: str, segments: list[Segment]) -> None:
     """Apply folded segments inside the caller's transaction, in order, then the run totals."""
-    arrived = {"succeeded": 0, "failed": 0}
-    tokens_in = tokens_out = tokens_cached = 0
-    cost: float | None = None
-    recount = False
+    totals = _Totals()
     for segment in segments:
         running, succeeded, failed, attempts = segment.rows()
-        count = len(running) // RUNNING_WIDTH
-        if count and _apply(db, ITEM_RUNNING_SQL, running, RUNNING_WIDTH, run_id) < count:
-            # Some were finished (sent again without a reset): they leave that status.
-            for old in _OLD_STATUSES:
-                left = _apply(db, ITEM_RUNNING_FROM_SQL[old], running, RUNNING_WIDTH, run_id)
-                arrived[old] -= left
-        for status, final in (("succeeded", succeeded), ("failed", failed)):
-            count = len(final) // FINAL_WIDTH
-            if not count:
-                continue
-            applied = _apply(db, ITEM_FINAL_SQL[status], final, FINAL_WIDTH, run_id)
-            if applied < count:
-                for old in _OLD_STATUSES:
-                    sql = ITEM_FINAL_FROM_SQL[status][old]
-                    left = _apply(db, sql, final, FINAL_WIDTH, run_id)
-                    arrived[old] -= left
-                    applied += left
-                recount = recount or applied < count
-            arrived[status] += count
-            tokens_in += sum(final[TIN::FINAL_WIDTH])
-            tokens_out += sum(final[TOUT::FINAL_WIDTH])
-            tokens_cached += sum(final[TCACHED::FINAL_WIDTH])
-            if any(final[PRICED::FINAL_WIDTH]):
-                cost = (cost or 0.0) + sum(final[COST::FINAL_WIDTH])
+        _write_running(db, run_id, running, totals)
+        _write_final(db, run_id, "succeeded", succeeded, totals)
+        _write_final(db, run_id, "failed", failed, totals)
         if attempts:
             _apply(db, ATTEMPT_SQL, attempts, ATTEMPT_WIDTH, run_id)
         for op, now in segment.run_ops:
             db.execute(_RUN_OPS[op], (now, run_id))
-    succeeded_total, failed_total = arrived["succeeded"], arrived["failed"]
-    if recount:
+    _write_totals(db, run_id, totals)
+
+
+def _write_running(db: sqlite3.Connection, run_id: str, rows: list[Any], totals: _Totals) -> None:
+    """Mark items under way (a finished item sent again leaves its old status)."""
+    count = len(rows) // RUNNING_WIDTH
+    if count and _apply(db, ITEM_RUNNING_SQL, rows, RUNNING_WIDTH, run_id) < count:
+        # Some were finished (sent again without a reset): they leave that status.
+        for old in _OLD_STATUSES:
+            totals.arrived[old] -= _apply(
+                db, ITEM_RUNNING_FROM_SQL[old], rows, RUNNING_WIDTH, run_id
+            )
+
+
+def _write_final(
+    db: sqlite3.Connection, run_id: str, status: str, rows: list[Any], totals: _Totals
+) -> None:
+    """Record results in ``status`` and add them to the run's totals."""
+    count = len(rows) // FINAL_WIDTH
+    if not count:
+        return
+    applied = _apply(db, ITEM_FINAL_SQL[status], rows, FINAL_WIDTH, run_id)
+    if applied < count:
+        for old in _OLD_STATUSES:
+            left = _apply(db, ITEM_FINAL_FROM_SQL[status][old], rows, FINAL_WIDTH, run_id)
+            totals.arrived[old] -= left
+            applied += left
+        totals.recount = totals.recount or applied < count
+    totals.arrived[status] += count
+    totals.tokens_in += sum(rows[TIN::FINAL_WIDTH])
+    totals.tokens_out += sum(rows[TOUT::FINAL_WIDTH])
+    totals.tokens_cached += sum(rows[TCACHED::FINAL_WIDTH])
+    if any(rows[PRICED::FINAL_WIDTH]):
+        totals.cost = (totals.cost or 0.0) + sum(rows[COST::FINAL_WIDTH])
+
+
+def _write_totals(db: sqlite3.Connection, run_id: str, totals: _Totals) -> None:
+    """Add the flush's totals to its run (or recount it, if some results found no item)."""
+    tokens_in, tokens_out, tokens_cached = totals.tokens_in, totals.tokens_out, totals.tokens_cached
+    cost = totals.cost
+    succeeded_total, failed_total = totals.arrived["succeeded"], totals.arrived["failed"]
+    if totals.recount:
         db.execute(RECOUNT_SQL + " WHERE id = ?", (run_id,))
         logger.warning("run store: results for items run %s does not hold were ignored", run_id)
     elif (
