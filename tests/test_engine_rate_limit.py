@@ -393,6 +393,36 @@ async def test_requests_per_minute_spaces_starts(fast_config: Config) -> None:
     assert gaps == pytest.approx([1.0 / (1.0 - SAFETY_MARGIN)] * 3)
 
 
+async def test_pacing_changes_while_the_run_goes_on(fast_config: Config) -> None:
+    """set_pacing mid-run: 60 rpm (a start a second), then 120 rpm, then none at all."""
+    clock = VirtualClock()
+    processor = ParallelBatchProcessor(
+        config=fast_config(max_workers=1, max_requests_per_minute=60), clock=clock
+    )
+
+    class Retuned(StartTimes):
+        async def execute(
+            self, prompt: str, attempt: int, timeout: float, state: RetryState | None = None
+        ) -> tuple[str, TokenUsage]:
+            if len(self.starts) == 3:
+                processor.set_pacing(120, None)
+            if len(self.starts) == 6:
+                processor.set_pacing(None, None)
+            return await super().execute(prompt, attempt, timeout, state)
+
+    strategy = Retuned(clock)
+    await results_by_id(processor, strategy, [f"p{n}" for n in range(9)])
+    gaps = [b - a for a, b in itertools.pairwise(strategy.starts)]
+    second = 1.0 / (1.0 - SAFETY_MARGIN)
+    # The slot already booked when the pace changes still holds; the new pace counts from
+    # the next booking. Without a budget, nothing waits.
+    assert gaps[:4] == pytest.approx([second] * 4)
+    assert gaps[4:6] == pytest.approx([second / 2] * 2)
+    assert gaps[6:] == pytest.approx([0.0] * 2)
+    with pytest.raises(ValueError, match="max_requests_per_minute"):
+        processor.set_pacing(0, None)
+
+
 async def test_tokens_per_minute_spaces_starts(fast_config: Config) -> None:
     """Like requests per minute, the token budget is spent evenly, not in a first burst.
 

@@ -369,6 +369,18 @@ class ParallelBatchProcessor(
             self._retiring.add(worker_id)
             self._workers[worker_id].cancel()
 
+    def set_pacing(self, rpm: float | None, tpm: float | None) -> None:
+        """Change the requests- and tokens-per-minute budgets while running (None: none of
+        ours; limits the provider declares still apply). Takes effect from the next call."""
+        for name, value in (("max_requests_per_minute", rpm), ("max_tokens_per_minute", tpm)):
+            if value is not None and (isinstance(value, bool) or not value > 0):
+                raise ValueError(f"{name} must be positive or None, got {value!r}")
+        if self._pacer is None:
+            self._pacer = Pacer(rpm, tpm, self._clock)
+        else:
+            self._pacer.configure(rpm, tpm)
+        self._refresh_admission()
+
     async def cancel(self) -> None:
         """Stop now: cancel the workers; items under way get no result."""
         self._closed = True
@@ -1130,7 +1142,7 @@ class ParallelBatchProcessor(
             gate is not None
             and gate.is_set()
             and self._slow_start_count < 0
-            and self._pacer is None
+            and (self._pacer is None or not self._pacer.paces)
         )
 
     async def _slow_start_delay(self) -> None:

@@ -136,19 +136,36 @@ class Pacer:
         )
         changed = _limit_changed(self.learned_rpm, rpm) or _limit_changed(self.learned_tpm, tpm)
         self.learned_rpm, self.learned_tpm = rpm, tpm
-        effective_rpm = _lower(self.configured_rpm, rpm)
-        if effective_rpm is not None:
-            if self.requests is None:
-                self.requests = RequestPacer(effective_rpm, self.clock.now)
-            else:
-                self.requests.set_rate(effective_rpm)
-        effective_tpm = _lower(self.configured_tpm, tpm)
-        if effective_tpm is not None:
-            if self.tokens is None:
-                self.tokens = TokenPacer(effective_tpm, self.clock.now)
-            else:
-                self.tokens.set_rate(effective_tpm)
+        self._apply_rates()
         return changed
+
+    def configure(self, rpm: float | None, tpm: float | None) -> None:
+        """Replace the configured budgets while the run goes on (None: no budget of ours);
+        what the provider declares still caps them."""
+        self.configured_rpm = rpm or None
+        self.configured_tpm = tpm or None
+        self._apply_rates()
+
+    @property
+    def paces(self) -> bool:
+        """True while either budget is in force."""
+        return self.requests is not None or self.tokens is not None
+
+    def _apply_rates(self) -> None:
+        """Pace each budget to the lower of configured and declared, or not at all."""
+        rpm, tpm = self.rpm, self.tpm
+        if rpm is None:
+            self.requests = None
+        elif self.requests is None:
+            self.requests = RequestPacer(rpm, self.clock.now)
+        else:
+            self.requests.set_rate(rpm)
+        if tpm is None:
+            self.tokens = None
+        elif self.tokens is None:
+            self.tokens = TokenPacer(tpm, self.clock.now)
+        else:
+            self.tokens.set_rate(tpm)
 
     @property
     def rpm(self) -> float | None:
