@@ -213,3 +213,38 @@ def test_gemini_models_without_the_google_sdk_say_what_to_install(monkeypatch: A
     for cls in (models.GeminiModel, models.GeminiCachedModel):
         with pytest.raises(ImportError, match="google-genai is required"):
             cls("gemini-2.5-flash", object(), *([[]] if cls is models.GeminiCachedModel else []))
+
+
+async def test_tokens_of_a_failed_attempt_are_read_from_the_wrapped_agent_result() -> None:
+    """As the reference's retry tests write it: an agent result (``MockResult(output,
+    usage_info=MockUsage(...))``) attached to the cause of the error that failed an attempt
+    still counts, so the item's tokens are those of both calls."""
+    from async_batch_llm.testing.mocks import MockResult, MockUsage
+
+    class Answer(BaseModel):
+        value: str
+
+    class FlakyAgent:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        async def run(self, prompt: str, **_: Any) -> MockResult[Answer]:
+            self.calls += 1
+            usage = MockUsage(request_tokens=100 * self.calls, response_tokens=50 * self.calls)
+            if self.calls == 1:
+                inner = Exception("Inner validation error")
+                inner.result = MockResult(output=None, usage_info=usage)  # type: ignore[attr-defined]
+                raise Exception("Validation failed") from inner
+            return MockResult(output=Answer(value="Success"), usage_info=usage)
+
+    assert MockResult("x").usage().total_tokens == 150  # the reference's default usage
+    config = ProcessorConfig(
+        max_workers=1, timeout_per_item=10.0, retry=RetryConfig(max_attempts=3, initial_wait=0.01)
+    )
+    async with ParallelBatchProcessor[str, Answer, None](config=config) as processor:
+        await processor.add_work(LLMWorkItem("item_1", PydanticAIStrategy(agent=FlakyAgent()), "q"))
+        result = await processor.process_all()
+    (only,) = result.results
+    assert only.success and only.output == Answer(value="Success")
+    assert only.token_usage["input_tokens"] == 300
+    assert only.token_usage["output_tokens"] == 150

@@ -41,11 +41,12 @@ class MockUsage:
 
 
 class MockResult(Generic[TOutput]):
-    """What ``MockAgent.run`` returns: ``.output`` and ``.usage()``."""
+    """What ``MockAgent.run`` returns: ``.output`` and ``.usage()`` (the reference's
+    signature: ``usage_info`` defaults to 100 request and 50 response tokens)."""
 
-    def __init__(self, output: TOutput, usage: MockUsage) -> None:
+    def __init__(self, output: TOutput, usage_info: MockUsage | None = None) -> None:
         self.output = output
-        self._usage = usage
+        self._usage = usage_info if usage_info is not None else MockUsage()
 
     def usage(self) -> MockUsage:
         """Tokens of the call."""
