@@ -274,6 +274,30 @@ def finished_script() -> list[Event]:
     return events
 
 
+def limits_learned(at: float, remaining: int, tokens_left: int) -> Event:
+    """The provider declared 500 requests and 30,000 tokens a minute (under the 600 rpm
+    configured): the engine paces at 500 rpm and 30k tpm."""
+    payload = {
+        "requests_limit": 500,
+        "requests_remaining": remaining,
+        "requests_reset_s": 12.0,
+        "tokens_limit": 30_000,
+        "tokens_remaining": tokens_left,
+        "tokens_reset_s": 4.0,
+        "rpm": 500.0,
+        "tpm": 30_000.0,
+    }
+    return ("limits_learned", payload, at)
+
+
+def learned_limits_script() -> list[Event]:
+    """The demo minute with the provider's limits declared twice (the budget left moved)."""
+    events = demo_script()
+    events.insert(10, limits_learned(NOW - 60.0, 499, 29_700))
+    events.append(limits_learned(NOW - 0.5, 312, 28_100))
+    return events
+
+
 def demo_runner(**overrides: Any) -> FakeRunner:
     """A FakeRunner with the demo run and script (override any field)."""
     overrides.setdefault("initial", initial_run())

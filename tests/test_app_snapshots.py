@@ -16,7 +16,13 @@ from textual.pilot import Pilot
 from abl_tui.app import DashboardApp
 from abl_tui.screens import ItemDetailScreen
 from abl_tui.watch import Snapshot, WatchApp
-from test_app_fakes import demo_runner, demo_runs, finished_script, frozen_clock
+from test_app_fakes import (
+    demo_runner,
+    demo_runs,
+    finished_script,
+    frozen_clock,
+    learned_limits_script,
+)
 from test_app_watch import FAILED, RUNNING, FakeSource, Run
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -117,4 +123,10 @@ def test_budget_reached(snap_compare: Any, size: tuple[int, int]) -> None:
     runner = demo_runner(max_cost=0.0125)
     runner.budget_status = "budget $0.0125 reached: $0.0126 spent"
     app = DashboardApp(runner, clock=frozen_clock)  # with the toast saying why it stopped
+    assert snap_compare(app, terminal_size=size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_learned_limits(snap_compare: Any, size: tuple[int, int]) -> None:
+    app = DashboardApp(demo_runner(script=learned_limits_script()), clock=frozen_clock)
     assert snap_compare(app, terminal_size=size)

@@ -127,6 +127,47 @@ class RateHistory:
 
 
 @dataclass(frozen=True, slots=True)
+class LearnedLimits:
+    """What the provider last declared of its limits (``limits_learned``), and the pace the
+    engine set from it (``rpm``/``tpm``: the lower of the configured and the declared)."""
+
+    at: float
+    requests_limit: float | None = None
+    requests_remaining: float | None = None
+    requests_reset_s: float | None = None
+    tokens_limit: float | None = None
+    tokens_remaining: float | None = None
+    tokens_reset_s: float | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+
+    @classmethod
+    def from_event(cls, data: dict[str, Any], at: float) -> LearnedLimits:
+        """Read a ``limits_learned`` payload (a missing key is "not declared")."""
+        return cls(
+            at,
+            data.get("requests_limit"),
+            data.get("requests_remaining"),
+            data.get("requests_reset_s"),
+            data.get("tokens_limit"),
+            data.get("tokens_remaining"),
+            data.get("tokens_reset_s"),
+            data.get("rpm"),
+            data.get("tpm"),
+        )
+
+    @property
+    def declared(self) -> tuple[float | None, ...]:
+        """What a change of is worth a log line: the limits and the pace (not the budget
+        left, which moves on every response)."""
+        return (self.requests_limit, self.tokens_limit, self.rpm, self.tpm)
+
+    def reset_in(self, reset_s: float | None, now: float) -> float | None:
+        """Seconds from ``now`` until a budget declared with ``reset_s`` is full again."""
+        return None if reset_s is None else max(self.at + reset_s - now, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
 class LogEntry:
     """One line of the event log: when, what kind (run, limits, operator, store), and what."""
 
@@ -175,6 +216,7 @@ class RunState:
     max_cost: float | None = None  # the run's cost limit (USD), if any
     budget_note: str | None = None  # why the budget holds dispatch back right now
     draining: bool = False  # finishing the calls under way, then ending the run
+    learned: LearnedLimits | None = None  # the provider's declared limits, once it sent any
 
     # ------------------------------------------------------------------ derived
 
@@ -202,6 +244,14 @@ class RunState:
     def capacity(self) -> int:
         """How many workers the run has: those running, else the configured number."""
         return len(self.workers) or self.max_workers
+
+    def pace(self) -> tuple[float | None, float | None]:
+        """The rpm and tpm in force: the engine's (configured or learned from the provider)
+        once the provider declared limits, else the configured ones."""
+        learned = self.learned
+        if learned is None:
+            return self.rpm_limit, self.tpm_limit
+        return learned.rpm, learned.tpm
 
     def busy_text(self) -> str:
         """``busy/workers``, the same in every view: ``3/24``."""
@@ -463,6 +513,13 @@ class RunState:
         self.cooldown_until = None
         self.note(now, "cooldown over: dispatch starts again, slowly at first", "limits")
 
+    def _on_limits_learned(self, data: dict[str, Any], now: float) -> None:
+        learned = LearnedLimits.from_event(data, now)
+        before = self.learned
+        self.learned = learned
+        if before is None or before.declared != learned.declared:
+            self.note(now, limits_learned_text(learned), "limits")
+
     def requeue(self, item_ids: Iterable[str]) -> int:
         """Items sent to be retried by hand leave the failed table (and the failed count);
         their calls so far are kept, so a new failure shows the item's total calls."""
@@ -488,7 +545,25 @@ _HANDLERS = {
     "rate_limit_hit": RunState._on_rate_limit_hit,
     "cooldown_started": RunState._on_cooldown_started,
     "cooldown_ended": RunState._on_cooldown_ended,
+    "limits_learned": RunState._on_limits_learned,
 }
+
+
+def limits_learned_text(learned: LearnedLimits) -> str:
+    """The event log's line for new provider limits: what was declared, then the pace
+    (``provider declares 500 requests, 30,000 tokens: pacing rpm 500, tpm 30,000``)."""
+    declared = [
+        f"{value:,.0f} {unit}"
+        for value, unit in ((learned.requests_limit, "requests"), (learned.tokens_limit, "tokens"))
+        if value is not None
+    ]
+    pace = [
+        f"{name} {value:,.0f}"
+        for name, value in (("rpm", learned.rpm), ("tpm", learned.tpm))
+        if value is not None
+    ]
+    said = ", ".join(declared) if declared else "no limits"
+    return f"provider declares {said}: " + (f"pacing {', '.join(pace)}" if pace else "no pacing")
 
 
 def stored_run(
