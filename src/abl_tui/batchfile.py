@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from async_batch_llm.secrets import redact_url
 
@@ -48,6 +56,9 @@ MAX_CONTEXT_DEPTH = 64
 
 DEFAULT_MODEL = "simulated/demo"
 """The model of a batch that names none: accepted only for a dry run (nothing is sent)."""
+
+#: Model prefixes whose provider has a batch API (``simulated/``: the simulator serves OpenAI's).
+BATCH_API_PREFIXES = ("openai/", "anthropic/", "simulated/")
 
 NO_MODEL_MSG = (
     "no model: give --model or `model = ...` in the TOML; "
@@ -355,6 +366,18 @@ class BatchSpec(BaseModel):
     price_as: str | None = None
     #: Stop dispatch once the run's cost so far plus the calls under way reaches this (USD).
     max_cost: float | None = Field(default=None, gt=0)
+    #: Send the items through the provider's batch API (OpenAI Batches, Anthropic Message
+    #: Batches): half the price, answers within the provider's window (24 h) instead of now.
+    batch_api: bool = False
+    #: Seconds after a batch's submission past which it is cancelled (what it had not done is
+    #: rescued); None: the provider's own window.
+    batch_deadline: float | None = Field(default=None, gt=0)
+    #: What becomes of items a batch could not finish (retryable errors, expired, cancelled):
+    #: sent online through the normal engine, or left failed.
+    rescue: Literal["online", "none"] = "online"
+    #: Most requests per provider batch (default: the provider's limit); smaller batches end,
+    #: and give their answers, sooner.
+    batch_size: int | None = Field(default=None, ge=1)
 
     #: Where these settings came from (the batch file), for messages; not a setting.
     _source: str | None = PrivateAttr(default=None)
@@ -387,6 +410,16 @@ class BatchSpec(BaseModel):
                     "provider/name, e.g. openai/gpt-4o-mini"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _batch_api_provider(self) -> BatchSpec:
+        if self.batch_api and not self.model.startswith(BATCH_API_PREFIXES):
+            raise ValueError(
+                f"batch_api: {self.model!r} has no batch API; only openai/, anthropic/ and "
+                "simulated/ models can go through one (OpenAI Batches, Anthropic Message "
+                "Batches)"
+            )
+        return self
 
     @field_validator("api_base")
     @classmethod

@@ -38,7 +38,8 @@ _EXAMPLES = {
   abl-tui run sample_batches/demo.toml                  # the demo on the simulated provider
   abl-tui run items.jsonl --model openai/gpt-4o-mini --workers 32 --rpm 500
   abl-tui run items.jsonl --model openai/my-model --api-base http://127.0.0.1:8000/v1
-  abl-tui run big.jsonl --model openai/gpt-4o-mini --headless --db runs.db  # no dashboard""",
+  abl-tui run big.jsonl --model openai/gpt-4o-mini --headless --db runs.db  # no dashboard
+  abl-tui run big.jsonl --model openai/gpt-4o-mini --batch-api --batch-deadline 7200""",
     "resume": """examples:
   abl-tui resume latest                     # carry on the newest run of ./abl-runs.db
   abl-tui resume r-20261125-1a2b3c --retry-failed --headless
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--store-wait", type=_seconds, default=None, help=_STORE_WAIT_HELP)
     run.add_argument("--max-cost", type=_positive_float, metavar="USD", help=_MAX_COST_HELP)
+    _batch_api_options(run)
     run.add_argument(
         "-y",
         "--yes",
@@ -182,6 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("run", help="run id or 'latest'")
     _theme_option(watch)
     return parser
+
+
+def _batch_api_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group(
+        "provider batch API",
+        "half the price for runs that can wait (openai/, anthropic/ and simulated/ models)",
+    )
+    group.add_argument(
+        "--batch-api",
+        action="store_true",
+        default=None,
+        help="send the items through the provider's batch API (OpenAI Batches, Anthropic "
+        "Message Batches): billed at the batch price, answered within the provider's window",
+    )
+    group.add_argument(
+        "--batch-deadline",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="cancel a batch still running this long after its submission; what it had not "
+        "done is rescued (default: the provider's own window, 24 h)",
+    )
+    group.add_argument(
+        "--rescue",
+        choices=("online", "none"),
+        help="items a batch could not finish (a retryable error, expired, cancelled) are sent "
+        "online with the normal retries and pacing (online, the default), or left failed "
+        "(none); a non-retryable failure (a 400) is never resent",
+    )
 
 
 def _theme_option(command: argparse.ArgumentParser) -> None:
@@ -301,6 +331,9 @@ def _run(args: argparse.Namespace) -> int:
         name=args.name,
         dry_run=args.dry_run,
         max_cost=args.max_cost,
+        batch_api=args.batch_api,
+        batch_deadline=args.batch_deadline,
+        rescue=args.rescue,
     )
     if args.transport is not None:  # the transport field may not exist in this version yet
         settings = settings.merged(transport=args.transport)

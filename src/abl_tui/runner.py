@@ -35,9 +35,18 @@ from async_batch_llm.store.keeper import LeaseKeeper
 from async_batch_llm.store.lease import Lease, LeaseClaim, LeaseHeld, LeaseLost
 from async_batch_llm.store.writer import StoreObserver
 
+from .batch_jobs_state import BATCH_EVENT
+from .batch_round import AfterBatchAttempt, BatchAttempts, BatchTap, ChunkBoard, wait_while
+from .batch_round import work_items as batch_work_items
 from .batchfile import BatchFileError, iter_items
 from .flight import Budget, FlightLog
-from .settings import RunSettings, build_strategy, settings_from_stored, stored_settings
+from .settings import (
+    RunSettings,
+    batch_api_config,
+    build_strategy,
+    settings_from_stored,
+    stored_settings,
+)
 from .state import stored_run
 
 logger = logging.getLogger(__name__)
@@ -175,6 +184,9 @@ class Runner:
         self.budget_status: str | None = None
         self._draining = False
         self._limits: tuple[float | None, float | None] | None = None  # rpm, tpm set live
+        #: The run's provider batches (``batch_api`` runs), as last reported.
+        self._batch_board = ChunkBoard()
+        self._force_online: frozenset[str] = frozenset()  # resume --retry-failed, batch runs
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -351,6 +363,9 @@ class Runner:
         self.phase = "opening the run"
         await store.mark_interrupted(run.id)  # close what a crash left under way
         if self.plan.retry_failed:
+            if self.settings.batch_api:  # their batch answered: this time they go online
+                failed = await store.failed_items(run.id, limit=None)
+                self._force_online = frozenset(item.item_id for item in failed)
             await store.reset_for_retry(run.id, None)
         return run.id
 
@@ -373,7 +388,12 @@ class Runner:
     async def _run_rounds(self) -> None:
         store = self._store
         assert store is not None and self.run_id is not None
-        await self._round(self._pending_items())
+        settings = self.settings
+        if settings is not None and settings.batch_api and not settings.dry_run:
+            await self._batch_round(self._pending_items())
+        else:
+            await self._round(self._pending_items())
+        # Retries by hand go online: somebody is waiting for them.
         while self.plan.keep_open and not self._stopping:
             assert self._retry_requests is not None
             request = await self._retry_requests.get()
@@ -441,6 +461,68 @@ class Runner:
             self._processor = None
             await self._close_writer(writer)
         await self._settle_status()
+
+    async def _batch_round(self, items: AsyncIterator[Any]) -> None:
+        """Send ``items`` through the provider's batch API, rescuing online what a batch could
+        not finish (see :mod:`abl_tui.batch_round`), and wait until all are done."""
+        from async_batch_llm.batch_api import ProviderBatchRunner, rescue_online
+        from async_batch_llm.store.provider_batches import SqliteBatchJournal
+
+        store, settings = self._store, self.settings
+        assert store is not None and settings is not None and self.run_id is not None
+        run_id = self.run_id
+        strategy = build_strategy(settings)
+        config = batch_api_config(settings)
+        journal = await SqliteBatchJournal.open(self.plan.db_path, run_id)
+        try:
+            for record in await journal.chunks():  # what earlier sessions sent
+                self._batch_status(record)
+            writer = self._open_writer(settings)
+            attempts = BatchAttempts()
+            followers = [self.buffer, self.flight]
+            wrapped = [AfterBatchAttempt(o, attempts) for o in (writer, *followers)]
+            processor = self._make_processor(list(wrapped))
+            self._processor = processor
+            self._apply_pause()
+            self._check_budget()
+            await store.set_run_status(run_id, "running")
+            tap = BatchTap(
+                writer,
+                followers,
+                attempts,
+                mode=settings.rescue,
+                force_online=self._force_online,
+                ready=lambda: wait_while(lambda: self._store_hold),
+            )
+            batches = ProviderBatchRunner(journal, config, on_status=self._batch_status)
+
+            async def lookup(item_id: str) -> LLMWorkItem[Any, Any, Any] | None:
+                item = await store.item(run_id, item_id)
+                return None if item is None else _work_item(item, strategy)
+
+            outcomes = tap.outcomes(batches.outcomes(batch_work_items(items, strategy)))
+            try:
+                async for result in rescue_online(outcomes, lookup, processor, mode="online"):
+                    attempts.pending.pop(result.item_id, None)
+            finally:
+                await processor.shutdown()
+                self._processor = None
+                await self._close_writer(writer)
+        finally:
+            await journal.close()
+        await self._settle_status()
+
+    def _batch_status(self, record: Any) -> None:
+        """A chunk was planned, submitted, polled, cancelled or ended (in the loop)."""
+        self._batch_board.report(record)
+        self.buffer.events.append((BATCH_EVENT, {"record": record}, time.time()))
+
+    @property
+    def batch_chunks(self) -> dict[str, Any]:
+        """The run's provider batches by chunk id, as last reported (``ChunkRecord`` s; empty
+        for an online run). Safe to read from any thread: the mapping is replaced, never
+        changed in place."""
+        return self._batch_board.chunks
 
     def _open_writer(self, settings: RunSettings) -> StoreObserver:
         """The run's writer, fenced by this runner's lease; one that pushes back on dispatch

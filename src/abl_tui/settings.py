@@ -82,3 +82,43 @@ def build_strategy(settings: BatchSpec) -> Any:
 
         return PricedAsStrategy(settings.model, price_as=settings.price_as, **common)
     return LiteLLMStrategy(settings.model, **common)
+
+
+#: Seconds between two looks at a provider batch while it changes (``$ABL_BATCH_POLL_INTERVAL``
+#: overrides it: tests and impatient users); polls stretch up to ten times that while
+#: nothing changes (at most five minutes).
+BATCH_POLL_INTERVAL = 30.0
+BATCH_POLL_ENV = "ABL_BATCH_POLL_INTERVAL"
+
+
+def batch_poll_interval() -> float:
+    """The poll interval in force (``$ABL_BATCH_POLL_INTERVAL``, else 30 s)."""
+    raw = os.environ.get(BATCH_POLL_ENV, "").strip()
+    if not raw:
+        return BATCH_POLL_INTERVAL
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{BATCH_POLL_ENV} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def batch_api_config(settings: BatchSpec) -> Any:
+    """The engine's :class:`~async_batch_llm.batch_api.BatchApiConfig` for a run's settings."""
+    from async_batch_llm.batch_api import BatchApiConfig
+    from async_batch_llm.providers.batch import ANTHROPIC_LIMITS, OPENAI_LIMITS, BatchLimits
+
+    limits = None
+    if settings.batch_size is not None:
+        own = ANTHROPIC_LIMITS if settings.model.startswith("anthropic/") else OPENAI_LIMITS
+        limits = BatchLimits(min(settings.batch_size, own.max_requests), own.max_bytes)
+    poll = batch_poll_interval()
+    return BatchApiConfig(
+        poll_interval=poll,
+        max_poll_interval=max(poll, min(10 * poll, 300.0)),
+        batch_deadline=settings.batch_deadline,
+        limits=limits,
+        rescue=settings.rescue,
+    )

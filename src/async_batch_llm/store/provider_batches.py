@@ -21,7 +21,7 @@ import aiosqlite
 
 from ..batch_api.journal import ChunkRecord
 
-__all__ = ["DDL", "SqliteBatchJournal"]
+__all__ = ["DDL", "SqliteBatchJournal", "read_chunks"]
 
 DDL = """
 CREATE TABLE IF NOT EXISTS provider_batches (
@@ -226,3 +226,19 @@ class SqliteBatchJournal:
             (self.run_id, chunk_id),
         )
         return [row[0] for row in await cursor.fetchall()]
+
+
+def read_chunks(path: str | Path, run_id: str) -> list[ChunkRecord]:
+    """A run's chunks read from the SQLite file ``path`` without writing to it (watch mode, a
+    report); [] when the file has no batch table (no run of it went through a batch API)."""
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=2.0)
+    try:
+        rows = db.execute(_SELECT + " ORDER BY seq", (run_id,)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        db.close()
+    return [ChunkRecord(*row) for row in rows]

@@ -84,6 +84,18 @@ async def batch_target(strategy: LLMCallStrategy[Any]) -> BatchTarget:
         )
     caller = await asyncio.to_thread(strategy._native_caller)
     provider: BatchProvider = "anthropic" if endpoint.provider == "anthropic" else "openai"
-    priced = strategy._profile is None
-    price = batch_price(provider, endpoint.wire_model) if priced else None
-    return BatchTarget(provider, endpoint, strategy, caller, price)
+    return BatchTarget(provider, endpoint, strategy, caller, _price(strategy, provider, endpoint))
+
+
+def _price(
+    strategy: LiteLLMStrategy, provider: BatchProvider, endpoint: Endpoint
+) -> BatchPrice | None:
+    """The batch price: of the model a ``price_as`` strategy bills at, else of the model
+    itself (the simulator's models cost nothing unless priced as another)."""
+    price_as = getattr(strategy, "price_as", None)
+    if isinstance(price_as, str) and price_as:
+        as_provider, _, as_name = price_as.partition("/")
+        return batch_price(as_provider, as_name) if as_name else batch_price("openai", as_provider)
+    if strategy._profile is not None:
+        return None
+    return batch_price(provider, endpoint.wire_model)
