@@ -31,7 +31,17 @@ from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
 if TYPE_CHECKING:
     from async_batch_llm.observers.base import ProcessorObserver
 
-__all__ = ["BATCH_WORKER", "AfterBatchAttempt", "BatchAttempts", "BatchTap", "ended_events"]
+__all__ = [
+    "BATCH_WORKER",
+    "AfterBatchAttempt",
+    "BatchAttempts",
+    "BatchTap",
+    "ChunkBoard",
+    "SyncObserver",
+    "ended_events",
+    "wait_while",
+    "work_items",
+]
 
 #: The ``worker_id`` of events about batch-served attempts (no worker of the pool made them).
 BATCH_WORKER = -1

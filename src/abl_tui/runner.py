@@ -36,7 +36,14 @@ from async_batch_llm.store.lease import Lease, LeaseClaim, LeaseHeld, LeaseLost
 from async_batch_llm.store.writer import StoreObserver
 
 from .batch_jobs_state import BATCH_EVENT
-from .batch_round import AfterBatchAttempt, BatchAttempts, BatchTap, ChunkBoard, wait_while
+from .batch_round import (
+    AfterBatchAttempt,
+    BatchAttempts,
+    BatchTap,
+    ChunkBoard,
+    SyncObserver,
+    wait_while,
+)
 from .batch_round import work_items as batch_work_items
 from .batchfile import BatchFileError, iter_items
 from .flight import Budget, FlightLog
@@ -479,8 +486,8 @@ class Runner:
                 self._batch_status(record)
             writer = self._open_writer(settings)
             attempts = BatchAttempts()
-            followers = [self.buffer, self.flight]
-            wrapped = [AfterBatchAttempt(o, attempts) for o in (writer, *followers)]
+            followers: list[SyncObserver] = [self.buffer, self.flight]
+            wrapped = [AfterBatchAttempt(o, attempts) for o in (writer, self.buffer, self.flight)]
             processor = self._make_processor(list(wrapped))
             self._processor = processor
             self._apply_pause()
