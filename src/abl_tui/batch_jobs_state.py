@@ -30,7 +30,8 @@ class BatchJobRow:
     provider: str
     batch_id: str | None
     status: str
-    """Our state, with the provider's own word when it says more (``submitted: in_progress``)."""
+    """The provider's word (``in_progress``, ``completed``...), else ours (``planned``,
+    ``cancelling``)."""
     done: int
     failed: int
     total: int
@@ -49,9 +50,10 @@ class BatchJobRow:
 
 
 def _status(record: ChunkRecord) -> str:
-    provider = record.provider_status
-    if provider and provider != record.state:
-        return f"{record.state}: {provider}"
+    """The provider's own word while it runs or once it ended (``in_progress``, ``completed``,
+    ``expired``...); ours before submission and while we cancel it."""
+    if record.state in ("submitted", "ended") and record.provider_status:
+        return record.provider_status
     return record.state
 
 
