@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from async_batch_llm.store.provider_batches import read_chunks
 from async_batch_llm.testing.sim_batches import BatchSimSettings
 from async_batch_llm.testing.simulator import ProviderSimulator
 from support import cli_env
@@ -74,14 +75,19 @@ async def abl(*args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
-async def run_batch(sim: ProviderSimulator, items: Path, db: Path, *extra: str) -> tuple[int, str]:
+async def run_batch(
+    sim: ProviderSimulator, items: Path, db: Path, *extra: str, provider: str = "openai"
+) -> tuple[int, str]:
+    model, api_base = MODEL, sim.base_url
+    if provider == "anthropic":
+        model, api_base = "anthropic/claude-haiku-4-5", sim.base_url.removesuffix("/v1")
     code, out, err = await abl(
         "run",
         str(items),
         "--model",
-        MODEL,
+        model,
         "--api-base",
-        sim.base_url,
+        api_base,
         "--headless",
         "--db",
         str(db),
@@ -117,26 +123,26 @@ def online_prompts(sim: ProviderSimulator) -> list[str]:
     return [entry.last_user_message for entry in sim.ledger]
 
 
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
 async def test_a_batch_run_succeeds_through_the_batch_api(
-    sim: ProviderSimulator, tmp_path: Path
+    sim: ProviderSimulator, tmp_path: Path, provider: str
 ) -> None:
     prompts = plain_prompts(5)
     db = tmp_path / "runs.db"
-    code, output = await run_batch(sim, write_items(tmp_path, prompts), db)
+    code, output = await run_batch(sim, write_items(tmp_path, prompts), db, provider=provider)
 
     assert code == 0, output
     assert sim.batches.submissions() == {p: 1 for p in prompts.values()}
-    assert len(sim.batches.batch_ids()) == 1
+    assert len(sim.batches.batch_ids(provider)) == 1
     assert sim.ledger == []  # nothing went online
     items = items_of(db)
     assert {i["status"] for i in items.values()} == {"succeeded"}
     assert all(i["attempts"] == 1 and i["output"].startswith("sim reply") for i in items.values())
     (chunk,) = chunks_of(db)
-    assert (chunk["state"], chunk["provider_status"], chunk["succeeded"]) == (
-        "ended",
-        "completed",
-        5,
-    )
+    assert (chunk["state"], chunk["succeeded"], chunk["provider"]) == ("ended", 5, provider)
+    (run_id,) = {i["run_id"] for i in items.values()}
+    (seen,) = read_chunks(db, run_id)  # what watch mode reads
+    assert (seen.batch_id, seen.state) == (chunk["batch_id"], "ended")
     assert re.search(r"batches +│ +1 submitted, 1 ended", output), output
 
 
@@ -158,6 +164,14 @@ async def test_partial_failure_is_rescued_online_and_a_400_is_not_resent(
     assert items["bad"]["status"] == "failed" and items["bad"]["error_category"] == "bad_request"
     assert items["bad"]["attempts"] == 1
     assert sum(i["status"] == "succeeded" for i in items.values()) == 5
+
+    # Retried by hand, the item goes online (never into a second batch), and fails again.
+    code, out, err = await abl("resume", "latest", "--retry-failed", "--headless", "--db", str(db))
+    assert code == 1, out + err
+    assert online_prompts(sim) == [prompts["flaky"], prompts["bad"]]
+    assert sim.batches.submissions() == {p: 1 for p in prompts.values()}
+    assert len(sim.batches.batch_ids()) == 1
+    assert attempts_of(db, "bad") == [(1, "failed"), (2, "failed")]
 
 
 @pytest.mark.parametrize("rescue", ["online", "none"])
@@ -214,8 +228,9 @@ async def read_lines_until(stream: Any, wanted: str, count: int) -> list[str]:
     return lines
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 async def test_killed_while_its_batches_are_pending_a_run_resumes_by_polling_them(
-    tmp_path: Path,
+    tmp_path: Path, sig: signal.Signals
 ) -> None:
     clock = FrozenClock()
     settings = BatchSimSettings(processing_seconds=60, clock=clock)
@@ -231,8 +246,8 @@ async def test_killed_while_its_batches_are_pending_a_run_resumes_by_polling_the
         )  # fmt: skip
         assert first.stdout is not None
         await read_lines_until(first.stdout, "): submitted", 2)
-        first.send_signal(signal.SIGKILL)
-        assert await first.wait() == -signal.SIGKILL
+        first.send_signal(sig)
+        assert await first.wait() == (-sig if sig == signal.SIGKILL else 128 + sig)
         assert len(sim.batches.batch_ids()) == 2
         assert [c["state"] for c in chunks_of(db)] == ["submitted", "submitted"]
 

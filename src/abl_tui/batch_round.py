@@ -185,8 +185,6 @@ class BatchTap:
         self.rescued = 0  # outcomes sent online
 
     def _rescue(self, outcome: BatchItemOutcome) -> bool:
-        if outcome.item_id in self._force and not outcome.result.success:
-            return True
         return outcome.rescue and self._mode == "online"
 
     async def outcomes(
@@ -196,8 +194,14 @@ class BatchTap:
         async for outcome in source:
             if self._ready is not None:
                 await self._ready()
-            rescued = self._rescue(outcome)
             result = outcome.result
+            if result.item_id in self._force and not result.success:
+                # Its batch attempt was recorded (and counted) with its failure: only the
+                # online attempts are new.
+                self.rescued += 1
+                yield dataclasses.replace(outcome, rescue=True)
+                continue
+            rescued = self._rescue(outcome)
             if rescued:
                 self._attempts.pending[result.item_id] = result
                 self.rescued += 1

@@ -480,7 +480,9 @@ class Runner:
         run_id = self.run_id
         strategy = build_strategy(settings)
         config = batch_api_config(settings)
-        journal = await SqliteBatchJournal.open(self.plan.db_path, run_id)
+        # A journal write waits for a locked store as long as the run's writer would.
+        wait = max(self.plan.store_wait, STORE_BUSY_TIMEOUT)
+        journal = await SqliteBatchJournal.open(self.plan.db_path, run_id, busy_timeout=wait)
         try:
             for record in await journal.chunks():  # what earlier sessions sent
                 self._batch_status(record)
@@ -511,6 +513,8 @@ class Runner:
             try:
                 async for result in rescue_online(outcomes, lookup, processor, mode="online"):
                     attempts.pending.pop(result.item_id, None)
+            except sqlite3.OperationalError as exc:  # the journal could not commit
+                raise StoreUnwritable(self._describe(exc)) from exc
             finally:
                 await processor.shutdown()
                 self._processor = None

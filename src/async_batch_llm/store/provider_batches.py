@@ -116,9 +116,12 @@ class SqliteBatchJournal:
         self._owned = False
 
     @classmethod
-    async def open(cls, path: str | Path, run_id: str) -> SqliteBatchJournal:
-        """A journal on a connection of its own to the SQLite file ``path`` (WAL)."""
-        db = await aiosqlite.connect(str(path), isolation_level=None, timeout=10.0)
+    async def open(
+        cls, path: str | Path, run_id: str, *, busy_timeout: float = 10.0
+    ) -> SqliteBatchJournal:
+        """A journal on a connection of its own to the SQLite file ``path`` (WAL); a write
+        waits up to ``busy_timeout`` seconds for another connection's lock."""
+        db = await aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
         await db.execute("PRAGMA journal_mode = WAL")
         await db.execute("PRAGMA synchronous = NORMAL")
         journal = cls(db, run_id)
