@@ -58,8 +58,8 @@ class Simulator:
 
 @contextlib.contextmanager
 def simulator_process(*extra: str, ledger: Path | None = None) -> Iterator[Simulator]:
-    """Run ``python -m async_batch_llm.testing.simulator --port 0 ...`` until the block ends."""
-    command = [sys.executable, "-m", "async_batch_llm.testing.simulator", "--port", "0"]
+    """Run ``python -m async_batch_llm.simulator --port 0 ...`` until the block ends."""
+    command = [sys.executable, "-m", "async_batch_llm.simulator", "--port", "0"]
     command += [*extra, *(["--ledger", str(ledger)] if ledger else [])]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

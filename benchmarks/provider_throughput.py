@@ -100,7 +100,7 @@ def server_process(kind: str, latency: float) -> Iterator[str]:
     if kind == "tiny":
         command = [sys.executable, __file__, "--serve", "--latency", str(latency)]
     else:
-        command = [sys.executable, "-m", "async_batch_llm.testing.simulator", "--port", "0"]
+        command = [sys.executable, "-m", "async_batch_llm.simulator", "--port", "0"]
         command += ["--profile", "fast", "--set", f"latency_mean={latency}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:

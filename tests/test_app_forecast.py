@@ -23,7 +23,7 @@ from abl_tui.forecast import (
     needs_confirmation,
 )
 from async_batch_llm.providers.pricing import model_price
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
 from support import cli_env
 
 

@@ -20,8 +20,8 @@ from async_batch_llm.batch_api import (
 )
 from async_batch_llm.providers.batch import BatchLimits
 from async_batch_llm.providers.pricing import model_price
-from async_batch_llm.testing.sim_batches import BatchSimSettings
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.batches import BatchSimSettings
 
 KEY = "sk-test-batch-0123456789"
 PROVIDERS = ("openai", "anthropic")

@@ -16,9 +16,9 @@ import pytest
 from async_batch_llm import LiteLLMStrategy, LLMWorkItem
 from async_batch_llm.batch_api import BatchApiConfig, ChunkRecord, ProviderBatchRunner
 from async_batch_llm.providers.batch import BatchLimits
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.batches import BatchSimSettings
 from async_batch_llm.store.provider_batches import SqliteBatchJournal
-from async_batch_llm.testing.sim_batches import BatchSimSettings
-from async_batch_llm.testing.simulator import ProviderSimulator
 from support import cli_env
 
 WORKER = Path(__file__).with_name("batch_api_kill_worker.py")

@@ -13,8 +13,8 @@ import pytest
 from async_batch_llm import LiteLLMStrategy, LLMWorkItem
 from async_batch_llm.batch_api import BatchApiConfig, MemoryBatchJournal, ProviderBatchRunner
 from async_batch_llm.providers.batch import BatchLimits, batch_client, batch_target
-from async_batch_llm.testing.sim_batches import BatchSimSettings
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.batches import BatchSimSettings
 
 KEY = "sk-test-batch-0123456789"
 

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 
 import abl_tui
+from async_batch_llm.simulator import ProviderSimulator
 from async_batch_llm.store import RunStore
-from async_batch_llm.testing.simulator import ProviderSimulator
 from support import cli_env
 
 DB_NAME = "abl-runs.db"  # the default store, in the current folder

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.batches import BatchSimSettings
 from async_batch_llm.store.provider_batches import read_chunks
-from async_batch_llm.testing.sim_batches import BatchSimSettings
-from async_batch_llm.testing.simulator import ProviderSimulator
 from support import cli_env
 
 ABL = [sys.executable, "-m", "abl_tui.cli"]

@@ -30,7 +30,7 @@ import pytest
 from support import cli_env
 
 ABL = [sys.executable, "-m", "abl_tui.cli"]  # the abl-tui command, as this Python runs it
-SIMULATOR = [sys.executable, "-m", "async_batch_llm.testing.simulator"]
+SIMULATOR = [sys.executable, "-m", "async_batch_llm.simulator"]
 WORKERS = 16
 N_ITEMS = 320
 LATENCY = "latency_mean=0.01"  # the default profile (prompt cache on) with 5-15 ms answers
@@ -60,7 +60,7 @@ def _default_sigint() -> None:
 
 @contextlib.contextmanager
 def simulator_process(folder: Path, settings: str = LATENCY) -> Iterator[tuple[str, Path]]:
-    """``python -m async_batch_llm.testing.simulator`` on a free port; yields (url, ledger).
+    """``python -m async_batch_llm.simulator`` on a free port; yields (url, ledger).
 
     ``settings``: the ``--set`` of the default profile (its latency by default)."""
     ledger = folder / "ledger.jsonl"

@@ -16,7 +16,7 @@ from async_batch_llm.providers.litellm_errors import (
     LiteLLMErrorClassifier,
     StructuredOutputError,
 )
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic.*")
 

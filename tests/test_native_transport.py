@@ -20,8 +20,8 @@ from async_batch_llm.providers.limits import ProviderLimits, parse_duration, par
 from async_batch_llm.providers.litellm_errors import retry_after
 from async_batch_llm.providers.pricing import load_price_table, model_price
 from async_batch_llm.providers.provider_errors import MissingKeyError, ProviderStatusError
-from async_batch_llm.testing.sim_profiles import profile_from_name
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.profiles import profile_from_name
 from support import cli_env
 
 SECRET = "sk-live-abcdef0123456789"

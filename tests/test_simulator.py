@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from multidict import CIMultiDict
 
-from async_batch_llm.testing.sim_profiles import SimulatorProfile, profile_from_name
-from async_batch_llm.testing.sim_protocol import parse_directives, schema_example
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.profiles import SimulatorProfile, profile_from_name
+from async_batch_llm.simulator.protocol import parse_directives, schema_example
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -428,7 +428,7 @@ def test_command_line_serves_until_sigterm(tmp_path: Path) -> None:
     ledger = tmp_path / "cli.jsonl"
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "async_batch_llm.testing.simulator", "--port", "0"]
+    cmd = [sys.executable, "-m", "async_batch_llm.simulator", "--port", "0"]
     cmd += ["--profile", "fast", "--rpm", "5", "--ledger", str(ledger)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -17,8 +17,8 @@ import pytest
 
 from async_batch_llm import LiteLLMErrorClassifier, LiteLLMStrategy
 from async_batch_llm.providers._litellm_import import load_litellm
-from async_batch_llm.testing.sim_profiles import profile_from_name
-from async_batch_llm.testing.simulator import ProviderSimulator
+from async_batch_llm.simulator import ProviderSimulator
+from async_batch_llm.simulator.profiles import profile_from_name
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic.*")
 

@@ -11,10 +11,10 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from ..testing.sim_profiles import SIMULATED_PREFIX, profile_from_name
+from ..simulator.profiles import SIMULATED_PREFIX, profile_from_name
 
 if TYPE_CHECKING:
-    from ..testing.simulator import ProviderSimulator
+    from ..simulator.server import ProviderSimulator
 
 SEED_ENV = "ABL_SIMULATOR_SEED"
 SIMULATOR_API_KEY = "sim-key"  # the simulator ignores keys; the openai SDK insists on one
@@ -53,7 +53,7 @@ def shared_simulator(profile: str) -> ProviderSimulator:
     with _lock:
         simulator = _simulators.get(profile)
         if simulator is None:
-            from ..testing.simulator import ProviderSimulator
+            from ..simulator.server import ProviderSimulator
 
             simulator = ProviderSimulator(profile_from_name(profile), seed=simulator_seed())
             simulator.start_in_thread()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
-SIMULATED_PREFIX = "simulated/"  # the same prefix as async_batch_llm.testing.sim_profiles
+SIMULATED_PREFIX = "simulated/"  # the same prefix as async_batch_llm.simulator.profiles
 
 __all__ = [
     "NATIVE_PREFIXES",

@@ -1,5 +1,5 @@
-"""Test helpers: mock agents, a scripted fake strategy, a virtual clock and the loopback
-provider simulator."""
+"""Test helpers: mock agents, a scripted fake strategy, a virtual clock, and (re-exported
+from :mod:`async_batch_llm.simulator`) the loopback provider simulator."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _SIMULATOR_NAMES = ("ProviderSimulator", "SimulatorProfile", "profile_from_name"
 def __getattr__(name: str) -> Any:
     """The simulator (aiohttp) is imported only when asked for."""
     if name in _SIMULATOR_NAMES:
-        from . import simulator
+        from .. import simulator
 
         return getattr(simulator, name)
     raise AttributeError(f"module 'async_batch_llm.testing' has no attribute {name!r}")

@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import sim_anthropic
-from .sim_protocol import ChatCall, InvalidRequest, parse_call
+from . import anthropic_api
+from .protocol import ChatCall, InvalidRequest, parse_call
 
 if TYPE_CHECKING:
-    from .simulator import ProviderSimulator
+    from .server import ProviderSimulator
 
 __all__ = ["BatchLedgerEntry", "BatchService", "BatchSimSettings"]
 
@@ -108,7 +108,7 @@ def _iso(seconds: float | None) -> str | None:
 
 def _error(status: int, message: str, anthropic: bool) -> web.Response:
     if anthropic:
-        body = sim_anthropic.error_body(status, message)
+        body = anthropic_api.error_body(status, message)
     else:
         body = json.dumps({"error": {"message": message, "type": "invalid_request_error"}}).encode()
     return web.Response(status=status, body=body, content_type="application/json")
@@ -210,7 +210,7 @@ class BatchService:
         if request.call is None:
             message = request.invalid or "invalid request"
             body = (
-                json.loads(sim_anthropic.error_body(400, message))
+                json.loads(anthropic_api.error_body(400, message))
                 if anthropic
                 else {"error": {"message": message, "type": "invalid_request_error"}}
             )
@@ -459,7 +459,7 @@ class BatchService:
         if not isinstance(custom, str) or not _CUSTOM_ID.match(custom):
             raise ValueError(f"custom_id must match {_CUSTOM_ID.pattern}, got {custom!r}")
         try:
-            call = sim_anthropic.parse_messages_call(json.dumps(entry["params"]).encode())
+            call = anthropic_api.parse_messages_call(json.dumps(entry["params"]).encode())
         except InvalidRequest as exc:
             return _Request(custom, None, str(exc))
         return _Request(custom, call)

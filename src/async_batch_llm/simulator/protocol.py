@@ -1,7 +1,7 @@
 """The wire side of the provider simulator: request parsing, directives, response bodies.
 
 Pure functions with no server state, so they are cheap to test and to call per request.
-The directive grammar is documented in :mod:`async_batch_llm.testing.simulator`.
+The directive grammar is documented in :mod:`async_batch_llm.simulator.server`.
 """
 
 from __future__ import annotations
@@ -401,7 +401,7 @@ def retry_headers(seconds: float, form: str = "both", anthropic: bool = False) -
     if form == "date":
         return {"Retry-After": formatdate(time.time() + seconds, usegmt=True)}
     if form == "reset":
-        from .sim_limits import Budget, anthropic_headers, go_duration
+        from .limits import Budget, anthropic_headers, go_duration
 
         if anthropic:
             budget = Budget(1, 0, None, 0, seconds)

@@ -3,7 +3,7 @@
 It serves ``POST /v1/chat/completions``, ``POST /v1/messages`` (Anthropic Messages, the
 same behaviour in Anthropic's shapes: ``cache_read_input_tokens`` and
 ``cache_creation_input_tokens``, ``anthropic-ratelimit-*`` headers), ``GET /v1/models`` and
-both providers' batch APIs (:mod:`.sim_batches`: OpenAI Files + Batches, Anthropic Message
+both providers' batch APIs (:mod:`.batches`: OpenAI Files + Batches, Anthropic Message
 Batches, with their own ledger), so the engine (and litellm) can be exercised over real HTTP
 without a real provider.
 Behaviour comes from a :class:`SimulatorProfile` (random faults drawn from a seeded RNG)
@@ -51,7 +51,7 @@ Usage is a cheap deterministic estimate: ``prompt_tokens`` = 3 + per message (ce
 concatenated messages already seen (whole blocks of ``cache_block_tokens``, at least
 ``cache_min_tokens``) is reported as ``usage.prompt_tokens_details.cached_tokens``.
 
-Run standalone: ``python -m async_batch_llm.testing.simulator --port 8765 --profile demo``.
+Run standalone: ``python -m async_batch_llm.simulator --port 8765 --profile demo``.
 """
 
 from __future__ import annotations
@@ -73,11 +73,11 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from . import sim_anthropic
-from .sim_batches import BatchService, BatchSimSettings
-from .sim_limits import SlidingWindow, anthropic_headers, openai_headers
-from .sim_profiles import BUILTIN_PROFILES, SimulatorProfile, profile_from_name
-from .sim_protocol import (
+from . import anthropic_api
+from .batches import BatchService, BatchSimSettings
+from .limits import SlidingWindow, anthropic_headers, openai_headers
+from .profiles import BUILTIN_PROFILES, SimulatorProfile, profile_from_name
+from .protocol import (
     EMPTY_KINDS,
     ChatCall,
     InvalidRequest,
@@ -192,7 +192,7 @@ def _error_response(plan: _Plan, headers: dict[str, str], anthropic: bool = Fals
         message = plan.message
         if plan.outcome == "context_window":
             message = "prompt is too long: " + message
-        body = sim_anthropic.error_body(status, message)
+        body = anthropic_api.error_body(status, message)
     else:
         body = error_body(status, plan.message, plan.err_type, plan.code)
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
@@ -236,7 +236,7 @@ class ProviderSimulator:
         self.profile = profile_from_name(profile) if isinstance(profile, str) else profile
         self.batches = BatchService(self, batch_settings)
         """The batch endpoints (OpenAI Files + Batches, Anthropic Message Batches) and
-        their own ledger: see :mod:`.sim_batches`."""
+        their own ledger: see :mod:`.batches`."""
         self.host, self.port = host, port
         self.ledger: list[LedgerEntry] = []
         self.ledger_path = Path(ledger_path) if ledger_path is not None else None
@@ -536,18 +536,18 @@ class ProviderSimulator:
             written = min(written, call.prompt_tokens - cached) if anthropic else 0
             completion = max(1, estimate_tokens(reply))
             if anthropic:
-                body = sim_anthropic.message_body(rid, call, reply, completion, cached, written)
+                body = anthropic_api.message_body(rid, call, reply, completion, cached, written)
             else:
                 body = completion_body(rid, call, reply, completion, cached)
             return 200, json.loads(body)
         if plan.outcome == "malformed":
             return 200, "<html><body>upstream proxy error: not JSON</body></html>"
         if plan.outcome in EMPTY_KINDS:
-            maker = sim_anthropic.empty_body if anthropic else empty_completion_body
+            maker = anthropic_api.empty_body if anthropic else empty_completion_body
             return 200, json.loads(maker(rid, call, plan.outcome))
         status = 500 if plan.outcome == "reset" else plan.status or 500
         if anthropic:
-            return status, json.loads(sim_anthropic.error_body(status, plan.message))
+            return status, json.loads(anthropic_api.error_body(status, plan.message))
         return status, json.loads(error_body(status, plan.message, plan.err_type, plan.code))
 
     # handlers
@@ -570,7 +570,7 @@ class ProviderSimulator:
         raw = await request.read()
         rid = next(self._ids)
         try:
-            call = sim_anthropic.parse_messages_call(raw) if anthropic else parse_call(raw)
+            call = anthropic_api.parse_messages_call(raw) if anthropic else parse_call(raw)
         except InvalidRequest as exc:
             plan = _Plan("400", 400, "invalid_request", message=str(exc))
             self._record(rid, None, plan, (0, 0))
@@ -619,7 +619,7 @@ class ProviderSimulator:
             return web.Response(status=200, body=body, content_type="application/json")
         if plan.outcome in EMPTY_KINDS:
             self._record(rid, call, plan, (0, 0))
-            maker = sim_anthropic.empty_body if anthropic else empty_completion_body
+            maker = anthropic_api.empty_body if anthropic else empty_completion_body
             body = maker(rid, call, plan.outcome)
             return web.Response(body=body, content_type="application/json", headers=headers)
         if plan.outcome != "ok":
@@ -633,7 +633,7 @@ class ProviderSimulator:
         completion = max(1, estimate_tokens(reply))
         self._record(rid, call, plan, (completion, cached), written)
         if anthropic:
-            body = sim_anthropic.message_body(rid, call, reply, completion, cached, written)
+            body = anthropic_api.message_body(rid, call, reply, completion, cached, written)
         else:
             body = completion_body(rid, call, reply, completion, cached)
         return web.Response(body=body, content_type="application/json", headers=headers)
@@ -644,7 +644,7 @@ class ProviderSimulator:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m async_batch_llm.testing.simulator",
+        prog="python -m async_batch_llm.simulator",
         description="Serve a simulated OpenAI-compatible provider on loopback.",
     )
     parser.add_argument("--host", default="127.0.0.1")

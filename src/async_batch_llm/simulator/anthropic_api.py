@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .sim_protocol import ChatCall, InvalidRequest, build_call, load_body
+from .protocol import ChatCall, InvalidRequest, build_call, load_body
 
 __all__ = ["error_body", "message_body", "parse_messages_call"]
 
