@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from textual.pilot import Pilot
 from textual.widgets import Button, Input, Static
 
 from abl_tui.app import DashboardApp
 from abl_tui.screens import ConfirmScreen, ItemDetailScreen, MainScreen, RunsScreen
 from abl_tui.widgets import FailedTable
-from test_app_fakes import (
+from app_support import (
     FAILURES,
     RUN_ID,
     FakeRunner,
@@ -23,6 +22,8 @@ from test_app_fakes import (
     demo_runs,
     finished_script,
     frozen_clock,
+    palette,
+    settle,
 )
 
 FAILED_IDS = [failure[0] for failure in FAILURES]
@@ -46,13 +47,6 @@ def table(app: DashboardApp) -> FailedTable:
 def footer_actions(app: DashboardApp) -> set[str]:
     """Actions the footer offers now (bindings check_action did not hide)."""
     return {active.binding.action for active in app.screen.active_bindings.values()}
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    """Let the app mount, drain and redraw."""
-    await pilot.pause()
-    pilot.app.tick()  # type: ignore[attr-defined]
-    await pilot.pause()
 
 
 # ---------------------------------------------------------------------- start and display
@@ -115,7 +109,7 @@ async def test_state_is_seeded_only_once_the_runner_is_ready() -> None:
 
 
 async def test_unknown_cost_reads_unknown() -> None:
-    from test_app_fakes import demo_script
+    from app_support import demo_script
 
     runner = demo_runner(script=demo_script(cost=False))
     app = make_app(runner)
@@ -162,7 +156,7 @@ async def test_retried_item_follows_its_events() -> None:
         await settle(pilot)
         row = table(app).row(item)
         assert row is not None and row.state == "ok"
-        assert app.dashboard.retries.unsettled == 0
+        assert app.model.retries.unsettled == 0
 
 
 async def test_retry_all_asks_with_the_count_and_y_confirms() -> None:
@@ -183,7 +177,7 @@ async def test_retry_all_asks_with_the_count_and_y_confirms() -> None:
         assert app.main.failed.status_filter == "retried"
         assert table(app).keys == FAILED_IDS
         assert {table(app).row(key).state for key in FAILED_IDS} == {"queued"}  # type: ignore[union-attr]
-        assert app.dashboard.state.failed == 0
+        assert app.model.state.failed == 0
 
 
 async def test_retry_all_n_and_escape_cancel() -> None:
@@ -375,7 +369,7 @@ async def test_pending_retries_keep_the_run_going() -> None:
         await settle(pilot)
         await pilot.press("r")
         await settle(pilot)
-        assert app.dashboard.active
+        assert app.model.active
         await pilot.press("q")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)
@@ -390,7 +384,7 @@ async def test_a_runner_that_ends_with_an_error_is_reported() -> None:
         runner.outcome.error = "StoreError: no run 'x'"
         runner.done.set()
         await settle(pilot)
-        assert app.dashboard.ended
+        assert app.model.ended
         assert any("no run" in str(note.message) for note in app._notifications)
         assert "retry_all" not in footer_actions(app)
         await pilot.press("q")  # nothing is running: no question
@@ -528,21 +522,21 @@ async def test_palette_offers_what_can_be_done_now() -> None:
     app = make_app(runner)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        names = [name for name, _, _ in app.palette_commands(app.main)]
+        names = list(palette(app, app.main))
         assert f"Retry {FAILED_IDS[0]}" in names
         assert "Retry all failed (5)" in names
         assert "Pause dispatch" in names
         assert f"Open item {FAILED_IDS[0]}" in names
         assert "Search failed items" in names and "Runs" in names
         assert "Show retried items" in names and "Show failed items" not in names
-        pause = dict((name, callback) for name, _, callback in app.palette_commands(app.main))
+        pause = palette(app, app.main)
         pause["Pause dispatch"]()
-        names = [name for name, _, _ in app.palette_commands(app.main)]
+        names = list(palette(app, app.main))
         assert "Resume dispatch" in names and "Pause dispatch" not in names
         assert runner.names()[-1] == "pause"
         runner.done.set()  # the engine thread is gone: nothing to send commands to
         await settle(pilot)
-        names = [name for name, _, _ in app.palette_commands(app.main)]
+        names = list(palette(app, app.main))
         assert not any(name.startswith(("Retry", "Pause", "Resume")) for name in names)
 
 
@@ -594,7 +588,7 @@ async def test_runs_screen_lists_runs_and_switches_when_finished() -> None:
         await pilot.pause()
         runs_table = app.screen.query_one("#runs-table")
         assert runs_table.row_count == 3
-        names = [name for name, _, _ in app.palette_commands(app.screen)]
+        names = list(palette(app, app.screen))
         assert f"Resume run {RUN_ID}" in names and "Back to the dashboard" in names
         assert "Runs" not in names
         await pilot.press("down", "f")  # the second run has failed items: retry them
@@ -604,7 +598,7 @@ async def test_runs_screen_lists_runs_and_switches_when_finished() -> None:
         assert factory.calls == [
             {"db_path": runner.db_path, "run_ref": "r-20251123-aaaa01", "retry_failed": True}
         ]
-        assert app.runner is factory.made[0]
+        assert app.feed.runner is factory.made[0]
         assert factory.made[0].names() == ["start"]
         assert isinstance(app.screen, MainScreen)
         assert "switched" in text(app, "#run-title")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from textual.pilot import Pilot
 from textual.widgets import Static
 
 from abl_tui.app import DashboardApp
@@ -18,17 +17,23 @@ from abl_tui.report import retry_hint, status_line
 from abl_tui.screens import ConfirmScreen, HelpScreen, ItemDetailScreen, MainScreen
 from abl_tui.screens.help import help_table
 from abl_tui.state import RunState
-from abl_tui.watch import Snapshot, WatchApp
+from abl_tui.watch import Snapshot
 from abl_tui.widgets import FailedTable
-from test_app_fakes import (
+from app_support import (
+    FAILED,
     FAILURES,
     NOW,
     RUN_ID,
+    RUNNING,
+    FakeSource,
+    Run,
     demo_runner,
     finished_script,
     frozen_clock,
+    settle,
+    until,
+    watch_app,
 )
-from test_app_watch import FAILED, RUNNING, FakeSource, Run
 
 FAILED_IDS = [failure[0] for failure in FAILURES]
 
@@ -46,13 +51,6 @@ def text(app: DashboardApp, selector: str) -> str:
 def table(app: DashboardApp) -> FailedTable:
     """The failed-items table."""
     return app.main.query_one(FailedTable)
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    """Let the app mount, drain and redraw."""
-    await pilot.pause()
-    pilot.app.tick()  # type: ignore[attr-defined]
-    await pilot.pause()
 
 
 # ---------------------------------------------------------------------- the provider's words
@@ -159,7 +157,7 @@ async def test_c_shows_one_category_and_R_retries_only_that_group() -> None:
         await settle(pilot)
         assert ("retry_items", [FAILED_IDS[1], "t0", "t1", "t2"]) in runner.commands
         assert "retry_all_failed" not in runner.names()
-        assert app.dashboard.state.failed == 4  # the other categories are still failed
+        assert app.model.state.failed == 4  # the other categories are still failed
 
 
 async def test_y_copies_the_highlighted_items_full_error() -> None:
@@ -311,12 +309,9 @@ async def test_detail_explains_calls_beyond_max_attempts() -> None:
 async def test_watch_labels_an_interrupted_run_and_counts_workers_from_its_settings() -> None:
     settings = {"model": "simulated/demo", "workers": 24}
     run = Run(status="interrupted", finished_at=NOW - 5.0, settings=settings)
-    app = WatchApp(
-        FakeSource(Snapshot(run, list(FAILED), [])), clock=frozen_clock, poll_seconds=0.05
-    )
+    app, feed = watch_app(FakeSource(Snapshot(run, list(FAILED), [])))
     async with app.run_test(size=(80, 24)) as pilot:
-        while app.polls < 1:
-            await pilot.pause(0.05)
+        await until(pilot, lambda: feed.polls >= 1, "a first poll")
         await pilot.pause()
         assert "interrupted" in text(app, "#run-badge")
         assert "done with failures" not in text(app, "#run-badge")
@@ -326,14 +321,9 @@ async def test_watch_labels_an_interrupted_run_and_counts_workers_from_its_setti
 
 async def test_watch_busy_is_items_under_way_against_the_configured_workers() -> None:
     settings = {"model": "simulated/demo", "workers": 24}
-    app = WatchApp(
-        FakeSource(Snapshot(Run(settings=settings), list(FAILED), list(RUNNING))),
-        clock=frozen_clock,
-        poll_seconds=0.05,
-    )
+    app, feed = watch_app(FakeSource(Snapshot(Run(settings=settings), list(FAILED), list(RUNNING))))
     async with app.run_test(size=(80, 24)) as pilot:
-        while app.polls < 1:
-            await pilot.pause(0.05)
+        await until(pilot, lambda: feed.polls >= 1, "a first poll")
         await pilot.pause()
         assert "busy 2/24" in text(app, "#counts")
         assert app.main.query_one("#workers").border_title == "Workers 2/24 busy"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 from textual.widgets import Input, Static
 
 from abl_tui import cli
@@ -22,20 +21,13 @@ from abl_tui.preferences import Preferences, config_dir
 from abl_tui.runner import Runner, RunPlan
 from abl_tui.screens import ConfirmScreen, Controls, ControlsScreen
 from abl_tui.screens.controls import parse_controls
+from app_support import NOW, demo_runner, finished_script, frozen_clock, settle
 from async_batch_llm.store import RunStore
-from test_app_fakes import NOW, demo_runner, finished_script, frozen_clock
 
 
 def make_app(**overrides: Any) -> DashboardApp:
     """The dashboard on the scripted demo run and the frozen clock."""
     return DashboardApp(demo_runner(**overrides), clock=frozen_clock)
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    """Let the app mount, drain and redraw."""
-    await pilot.pause()
-    pilot.app.tick()  # type: ignore[attr-defined]
-    await pilot.pause()
 
 
 # ---------------------------------------------------------------------- a signal ends it all
@@ -60,7 +52,7 @@ async def test_a_run_that_ends_by_itself_keeps_the_dashboard_open() -> None:
         await settle(pilot)
         runner.done.set()  # finished, not cancelled: the operator reads the result
         app.tick()
-        assert not app._exit and app.dashboard.ended
+        assert not app._exit and app.model.ended
 
 
 # ---------------------------------------------------------------------- the theme is remembered
@@ -142,7 +134,7 @@ async def test_plus_and_minus_change_the_workers() -> None:
             ("set_workers", 6),
             ("set_workers", 5),
         ]
-        assert app.dashboard.state.log[-1].text == "workers set to 5"
+        assert app.model.state.log[-1].text == "workers set to 5"
         for _ in range(6):
             await pilot.press("minus")
         await pilot.pause()
@@ -168,7 +160,7 @@ async def test_the_controls_modal_sets_pacing_and_the_cost_limit() -> None:
         assert ("set_limits", 300.0, 90000.0) in runner.commands
         assert ("set_max_cost", 0.5) in runner.commands
         assert "set_workers" not in runner.names()  # unchanged: not sent
-        state = app.dashboard.state
+        state = app.model.state
         assert (state.rpm_limit, state.tpm_limit, state.max_cost) == (300.0, 90000.0, 0.5)
         assert "pacing rpm 300, tpm 90000: now" in [entry.text for entry in state.log]
         app.tick()
@@ -187,9 +179,9 @@ async def test_pacing_the_engine_cannot_change_mid_round_says_so() -> None:
         await pilot.press("enter")
         await pilot.pause()
         assert ("set_limits", None, None) in runner.commands
-        last = app.dashboard.state.log[-1].text
+        last = app.model.state.log[-1].text
         assert last.startswith("pacing no rpm limit, no tpm limit: from")
-        assert "next round" in app.dashboard.state.log[-1].text
+        assert "next round" in app.model.state.log[-1].text
 
 
 async def test_a_bad_value_is_named_and_nothing_is_applied() -> None:
@@ -232,7 +224,7 @@ async def test_the_budget_holding_dispatch_is_shown_and_logged() -> None:
         await pilot.pause()
         assert "budget reached" in str(app.main.query_one("#run-badge", Static).render())
         assert "limit $0.0100 reached" in str(app.main.query_one("#budget", Static).render())
-        assert app.dashboard.state.log[-1].kind == "budget"
+        assert app.model.state.log[-1].kind == "budget"
         assert any(n.title == "Budget reached" for n in app._notifications)
         await pilot.press("b")
         await pilot.pause()
@@ -244,8 +236,8 @@ async def test_the_budget_holding_dispatch_is_shown_and_logged() -> None:
         await pilot.pause()
         app.tick()
         assert runner.commands[-1] == ("set_max_cost", None)
-        assert app.dashboard.state.budget_note is None
-        assert app.dashboard.state.log[-1].text.startswith("the budget allows more")
+        assert app.model.state.budget_note is None
+        assert app.model.state.log[-1].text.startswith("the budget allows more")
 
 
 async def test_drain_asks_then_drains_and_ends_interrupted() -> None:
@@ -267,14 +259,14 @@ async def test_drain_asks_then_drains_and_ends_interrupted() -> None:
         app.tick()
         await pilot.pause()
         assert "draining" in str(app.main.query_one("#run-badge", Static).render())
-        assert not app.can_drain()  # once is enough
+        assert not app.allowed.drain  # once is enough
         runner.buffer.push([("batch_completed", {"cancelled": True}, NOW)])
         runner.draining = False
         runner.done.set()  # the runner ended the run: not a cancel, the app stays open
         app.tick()
         await pilot.pause()
         assert not app._exit
-        assert app.dashboard.state.status == "interrupted"
+        assert app.model.state.status == "interrupted"
         assert "interrupted" in str(app.main.query_one("#run-badge", Static).render())
 
 

@@ -19,9 +19,9 @@ from abl_tui.batchfile import BatchFileError, iter_items, load_batch
 from abl_tui.runner import Runner, RunPlan
 from abl_tui.screens import ConfirmScreen
 from async_batch_llm.providers.pricing import model_price
+from async_batch_llm.simulator.profiles import profile_from_name
+from async_batch_llm.simulator.protocol import build_call, estimate_tokens, reply_text
 from async_batch_llm.store import RunStore
-from async_batch_llm.testing.sim_profiles import profile_from_name
-from async_batch_llm.testing.sim_protocol import build_call, estimate_tokens, reply_text
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_batches"
 
@@ -139,10 +139,10 @@ async def test_retry_by_hand_fixes_the_retryable_and_not_the_too_long(tmp_path: 
     app = DashboardApp(runner)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            state = app.dashboard.state
+            state = app.model.state
             await wait_for(
                 pilot,
-                lambda: app.dashboard.seeded and state.done == 3 and not app.dashboard.active,
+                lambda: app.model.seeded and state.done == 3 and not app.model.active,
                 "the first round",
             )
             assert set(state.failed_items) == {"flaky", "long"}
@@ -157,7 +157,7 @@ async def test_retry_by_hand_fixes_the_retryable_and_not_the_too_long(tmp_path: 
             await pilot.press("y")
             await wait_for(
                 pilot,
-                lambda: not app.dashboard.active and state.done == 3 and state.failed == 1,
+                lambda: not app.model.active and state.done == 3 and state.failed == 1,
                 "the retry round",
             )
             assert set(state.failed_items) == {"long"}

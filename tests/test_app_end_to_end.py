@@ -45,10 +45,10 @@ async def test_retry_all_failed_sends_them_again_then_q_quits(tmp_path: Path) ->
     app = DashboardApp(runner)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            state = app.dashboard.state
+            state = app.model.state
             await wait_for(
                 pilot,
-                lambda: app.dashboard.seeded and state.done == 6 and not app.dashboard.active,
+                lambda: app.model.seeded and state.done == 6 and not app.model.active,
                 "the first round",
             )
             assert set(state.failed_items) == REFUSED and state.succeeded == 4
@@ -60,7 +60,7 @@ async def test_retry_all_failed_sends_them_again_then_q_quits(tmp_path: Path) ->
             await pilot.press("y")
             await wait_for(
                 pilot,
-                lambda: not app.dashboard.active and set(state.failed_items) == REFUSED,
+                lambda: not app.model.active and set(state.failed_items) == REFUSED,
                 "the retry round",
             )
             for item_id in REFUSED:

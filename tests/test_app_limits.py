@@ -3,14 +3,18 @@ rate-limit panel (the inline line when narrow) and logged when they change."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from textual.pilot import Pilot
 from textual.widgets import Static
 
 from abl_tui.app import DashboardApp
 from abl_tui.state import RunState
-from test_app_fakes import NOW, demo_runner, frozen_clock, learned_limits_script, limits_learned
+from app_support import (
+    NOW,
+    demo_runner,
+    frozen_clock,
+    learned_limits_script,
+    limits_learned,
+    settle,
+)
 
 
 def test_the_state_keeps_the_last_declaration_and_logs_only_changes() -> None:
@@ -29,12 +33,6 @@ def test_the_state_keeps_the_last_declaration_and_logs_only_changes() -> None:
     state.apply("limits_learned", {**data, "requests_limit": 1_000, "rpm": 600.0}, NOW + 2)
     assert len(state.log) == 2 and "1,000 requests" in state.log[-1].text
     assert state.log[-1].kind == "limits"
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    pilot.app.tick()  # type: ignore[attr-defined]
-    await pilot.pause()
 
 
 async def test_the_panel_shows_the_learned_pace_and_the_budget_left() -> None:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from abl_tui.app import DashboardApp
-from test_app_fakes import FakeRunner, initial_run
+from app_support import FakeRunner, initial_run
 
 #: Events per second the fake engine pushes (item_started + item_completed pairs).
 EVENTS_PER_SECOND = 20_000
@@ -67,7 +67,7 @@ async def test_keys_are_handled_promptly_under_a_flood_of_events() -> None:
             assert max(latencies) < KEY_BOUND_SECONDS, latencies
             # ... and the dashboard kept up with the events meanwhile
             await pilot.pause(0.5)
-            assert app.dashboard.state.succeeded > engine.pushed // 2 * 0.5
+            assert app.model.state.succeeded > engine.pushed // 2 * 0.5
         finally:
             engine.stopping.set()
             engine.join()

@@ -15,15 +15,20 @@ from textual.pilot import Pilot
 
 from abl_tui.app import DashboardApp
 from abl_tui.screens import ItemDetailScreen
-from abl_tui.watch import Snapshot, WatchApp
-from test_app_fakes import (
+from abl_tui.watch import Snapshot
+from app_support import (
+    FAILED,
+    RUNNING,
+    FakeSource,
+    Run,
     demo_runner,
     demo_runs,
     finished_script,
     frozen_clock,
     learned_limits_script,
+    until,
+    watch_app,
 )
-from test_app_watch import FAILED, RUNNING, FakeSource, Run
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 #: The main screen is checked at 60x18 too: its essentials must stay readable there.
@@ -46,8 +51,7 @@ def test_item_detail_screen(snap_compare: Any, size: tuple[int, int]) -> None:
         await pilot.press("down", "enter")
         screen = pilot.app.screen
         assert isinstance(screen, ItemDetailScreen)
-        while screen.view is None:
-            await pilot.pause(0.02)
+        await until(pilot, lambda: screen.view is not None, "the item read")
 
     assert snap_compare(dashboard(), terminal_size=size, run_before=open_item)
 
@@ -69,15 +73,10 @@ def test_runs_screen(snap_compare: Any, size: tuple[int, int]) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_watch_screen(snap_compare: Any, size: tuple[int, int]) -> None:
-    app = WatchApp(
-        FakeSource(Snapshot(Run(), list(FAILED), list(RUNNING))),
-        clock=frozen_clock,
-        poll_seconds=0.05,
-    )
+    app, feed = watch_app(FakeSource(Snapshot(Run(), list(FAILED), list(RUNNING))))
 
     async def first_poll(pilot: Pilot[Any]) -> None:
-        while app.polls < 1:
-            await pilot.pause(0.02)
+        await until(pilot, lambda: feed.polls >= 1, "a first poll")
 
     assert snap_compare(app, terminal_size=size, run_before=first_poll)
 

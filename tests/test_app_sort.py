@@ -3,21 +3,12 @@ header clicked twice reverses, and live updates keep the order."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
 from abl_tui.app import DashboardApp
 from abl_tui.screens import RunsScreen
 from abl_tui.widgets import FailedTable
-from test_app_fakes import NOW, RUN_ID, demo_runner, demo_runs, frozen_clock
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    await pilot.pause()
-    pilot.app.tick()  # type: ignore[attr-defined]
-    await pilot.pause()
+from app_support import NOW, RUN_ID, demo_runner, demo_runs, frozen_clock, settle
 
 
 def order(app: DashboardApp) -> list[str]:
@@ -50,7 +41,7 @@ async def test_s_sorts_the_failed_table_and_S_reverses_it() -> None:
             "error_category": "timeout",
             "attempts": 5,
         }
-        app.runner.buffer.push([("item_failed", event, NOW)])  # type: ignore[union-attr]
+        app.feed.runner.buffer.push([("item_failed", event, NOW)])  # type: ignore[union-attr]
         await settle(pilot)
         assert order(app)[:2] == ["p0054", "p0099"]
 

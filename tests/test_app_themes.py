@@ -20,7 +20,7 @@ from abl_tui.themes import (
     load_themes_from,
     user_themes_dir,
 )
-from test_app_fakes import demo_runner, frozen_clock
+from app_support import demo_runner, frozen_clock
 
 GOOD = """
 name = "ocean"

@@ -1,92 +1,36 @@
-"""Watch mode: snapshots of a stored run folded into the dashboard, read-only."""
+"""Watch mode: snapshots of a stored run folded into the model, read-only."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from textual.widgets import Static
 
+from abl_tui.app import DashboardApp
+from abl_tui.model import RunModel
 from abl_tui.screens import ItemDetailScreen, MainScreen
-from abl_tui.session import Dashboard
-from abl_tui.watch import Snapshot, StoreSource, WatchApp, apply_snapshot
+from abl_tui.watch import Snapshot, StoreSource, WatchFeed, apply_snapshot
 from abl_tui.widgets import FailedTable
-from test_app_fakes import NOW, RUN_ID, demo_items, frozen_clock
-
-
-@dataclass
-class Run:
-    """The fields of a stored run summary that watch mode reads."""
-
-    id: str = RUN_ID
-    name: str = "Product catalogue (demo)"
-    status: str = "running"
-    settings: dict[str, Any] = field(default_factory=lambda: {"model": "simulated/demo"})
-    total: int = 120
-    succeeded: int = 40
-    failed: int = 2
-    input_tokens: int = 8_800
-    output_tokens: int = 240
-    cached_tokens: int = 6_400
-    cost: float | None = 0.0084
-    started_at: float | None = NOW - 80.0
-    finished_at: float | None = None
-
-
-@dataclass
-class Item:
-    """The fields of a stored item that watch mode reads."""
-
-    item_id: str
-    attempts: int = 1
-    error: str | None = None
-    error_category: str | None = None
-    started_at: float | None = None
-
-
-FAILED = [
-    Item("p0006", 1, "400 Bad Request: the prompt was refused", "invalid_request"),
-    Item("p0018", 4, "attempt timed out after 20.0s", "timeout"),
-]
-RUNNING = [Item("p0044", 2, started_at=NOW - 3.0), Item("p0043", 1, started_at=NOW - 9.0)]
-
-
-class FakeSource:
-    """A run source with fixed content; each snapshot can be replaced between polls."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.current = snapshot
-        self.closed = False
-
-    async def open(self) -> str:
-        return self.current.run.id
-
-    async def snapshot(self) -> Snapshot:
-        return self.current
-
-    async def item(self, item_id: str) -> Any:
-        return demo_items().get(item_id)
-
-    async def runs(self) -> list[Any]:
-        return [self.current.run]
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-def watch_app(source: Any = None) -> WatchApp:
-    """A watch app on a fixed source and the frozen clock, polling quickly."""
-    source = source or FakeSource(Snapshot(Run(), list(FAILED), list(RUNNING)))
-    return WatchApp(source, clock=frozen_clock, poll_seconds=0.05)
+from app_support import (
+    FAILED,
+    NOW,
+    RUNNING,
+    FakeSource,
+    Run,
+    frozen_clock,
+    palette,
+    until,
+    watch_app,
+)
 
 
 def test_apply_snapshot_builds_the_state_and_rates_from_deltas() -> None:
-    dashboard = Dashboard()
-    apply_snapshot(dashboard, Snapshot(Run(), list(FAILED), list(RUNNING)), NOW - 1)
-    state = dashboard.state
-    assert dashboard.seeded and dashboard.active
+    model = RunModel()
+    apply_snapshot(model, Snapshot(Run(), list(FAILED), list(RUNNING)), NOW - 1)
+    state = model.state
+    assert model.seeded and model.active
     assert (state.total, state.succeeded, state.failed) == (120, 40, 2)
     assert state.model == "simulated/demo"
     assert list(state.failed_items) == ["p0006", "p0018"]
@@ -94,21 +38,20 @@ def test_apply_snapshot_builds_the_state_and_rates_from_deltas() -> None:
     assert state.workers[1].attempt == 2 and state.workers[1].since == NOW - 3.0
     assert state.elapsed(NOW) == 80.0
     later = Run(succeeded=50, input_tokens=9_900, output_tokens=300)
-    apply_snapshot(dashboard, Snapshot(later, list(FAILED), []), NOW + 1)
+    apply_snapshot(model, Snapshot(later, list(FAILED), []), NOW + 1)
     assert state.completions.series(NOW + 2, 3) == [0.0, 0.0, 10.0]
     assert state.tokens.series(NOW + 2, 1) == [1_160.0]
     assert state.projected_cost() is not None  # known once this session saw items finish
     assert state.workers == {}
-    apply_snapshot(dashboard, Snapshot(Run(status="completed", finished_at=NOW), [], []), NOW)
-    assert not dashboard.active and state.finished_at == NOW
+    apply_snapshot(model, Snapshot(Run(status="completed", finished_at=NOW), [], []), NOW)
+    assert not model.active and state.finished_at == NOW
 
 
 async def test_watch_is_read_only_and_follows_the_source() -> None:
     source = FakeSource(Snapshot(Run(), list(FAILED), list(RUNNING)))
-    app = watch_app(source)
+    app, feed = watch_app(source)
     async with app.run_test(size=(80, 24)) as pilot:
-        while app.polls < 1:
-            await pilot.pause(0.05)
+        await until(pilot, lambda: feed.polls >= 1, "a first poll")
         await pilot.pause()
         main = app.main
         assert "watching" in str(main.query_one("#watch-badge", Static).render())
@@ -117,15 +60,14 @@ async def test_watch_is_read_only_and_follows_the_source() -> None:
         assert not main.query("#retry-one") and not main.query("#retry-all")
         actions = {active.binding.action for active in app.screen.active_bindings.values()}
         assert not actions & {"retry_selected", "retry_all", "pause", "resume", "runs"}
-        names = [name for name, _, _ in app.palette_commands(main)]
+        names = list(palette(app, main))
         assert not any(name.startswith(("Retry", "Pause", "Resume", "Runs")) for name in names)
         await pilot.press("r", "R", "p", "u")
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         source.current = Snapshot(Run(succeeded=42, failed=1), [FAILED[1]], [])
-        polls = app.polls
-        while app.polls < polls + 1:
-            await pilot.pause(0.05)
+        polls = feed.polls
+        await until(pilot, lambda: feed.polls > polls, "another poll")
         await pilot.pause()
         assert main.query_one(FailedTable).keys == ["p0018"]
         assert "43/120" in str(main.query_one("#progress-text", Static).render())
@@ -133,8 +75,7 @@ async def test_watch_is_read_only_and_follows_the_source() -> None:
         await pilot.pause()
         assert isinstance(app.screen, ItemDetailScreen)
         detail = app.screen
-        while detail.view is None:  # the item is read from the source
-            await pilot.pause(0.05)
+        await until(pilot, lambda: detail.view is not None, "the item read from the source")
         assert not detail.query("#detail-retry")
         assert "timed out" in str(detail.query_one("#detail-error", Static).render())
         await pilot.press("escape", "q")  # nothing to stop: quits at once
@@ -143,12 +84,10 @@ async def test_watch_is_read_only_and_follows_the_source() -> None:
 
 
 async def test_watch_of_a_missing_run_exits_with_status_2(tmp_path: Path) -> None:
-    app = WatchApp(StoreSource(tmp_path / "none.db", "latest"), clock=frozen_clock)
+    feed = WatchFeed(StoreSource(tmp_path / "none.db", "latest"))
+    app = DashboardApp(feed, clock=frozen_clock)
     async with app.run_test(size=(80, 24)) as pilot:
-        for _ in range(40):
-            if not app.is_running:
-                break
-            await pilot.pause(0.05)
+        await until(pilot, lambda: not app.is_running, "the app to exit")
     assert app.return_code == 2
 
 
@@ -164,10 +103,10 @@ async def test_watch_reads_a_real_store(tmp_path: Path) -> None:
     runner.start()
     await asyncio.to_thread(runner.join, 60)
     assert runner.outcome.status == "completed"
-    app = WatchApp(StoreSource(tmp_path / "runs.db", "latest"), poll_seconds=0.05)
+    feed = WatchFeed(StoreSource(tmp_path / "runs.db", "latest"), poll_seconds=0.05)
+    app = DashboardApp(feed)
     async with app.run_test(size=(80, 24)) as pilot:
-        while app.polls < 1:
-            await pilot.pause(0.05)
+        await until(pilot, lambda: feed.polls >= 1, "a first poll")
         await pilot.pause()
         progress = str(app.main.query_one("#progress-text", Static).render())
         assert progress.startswith("30/30 100.0%")
@@ -203,6 +142,6 @@ async def test_watch_counts_retries_and_429s_from_the_attempt_history(
     finally:
         await source.close()
     assert (snapshot.retries, snapshot.rate_limits) == (2, 1)
-    dashboard = Dashboard()
-    apply_snapshot(dashboard, snapshot, NOW)
-    assert (dashboard.state.retries, dashboard.state.rate_limits) == (2, 1)
+    model = RunModel()
+    apply_snapshot(model, snapshot, NOW)
+    assert (model.state.retries, model.state.rate_limits) == (2, 1)

@@ -1,21 +1,40 @@
-"""The dashboard's command palette entries: every action, offered only when it can run."""
+"""The command palette: each screen offers its own commands, only those that can run now.
+
+A screen lists them in ``palette_commands()`` and names :class:`ScreenCommands` in its
+``COMMANDS``; the app adds the ones that apply everywhere through Textual's system commands.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-if TYPE_CHECKING:
-    from .app import Command, DashboardApp
+
+class PaletteCommand(NamedTuple):
+    """One palette entry: its name, a line of help, and what it does."""
+
+    name: str
+    help: str
+    callback: Callable[[], Any]
 
 
-class DashboardCommands(Provider):
-    """Retry, retry all, pause/resume, open item, filters, search and runs, by context."""
+class OffersCommands(Protocol):
+    """A screen with palette commands of its own."""
 
-    def _commands(self) -> list[Command]:
-        app = cast("DashboardApp", self.app)
-        return app.palette_commands(self.screen)
+    def palette_commands(self) -> list[PaletteCommand]:
+        """The commands that can run now."""
+        ...
+
+
+class ScreenCommands(Provider):
+    """The commands of the screen the palette was opened on."""
+
+    def _commands(self) -> list[PaletteCommand]:
+        screen: Any = self.screen
+        offers = getattr(screen, "palette_commands", None)
+        return list(offers()) if callable(offers) else []
 
     async def discover(self) -> Hits:
         """List every command available now (the palette before anything is typed)."""

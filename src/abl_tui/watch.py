@@ -1,9 +1,10 @@
 """Watch mode: the dashboard, read-only, following a run another process writes.
 
-The app polls the store (opened read-only) every half second from a worker in its own
-loop (aiosqlite does the reading in its thread) and folds each snapshot into the same
-model the live dashboard uses: counts, totals and failed items from the run, workers
-from the items under way, and rates from what changed between two polls.
+:class:`WatchFeed` polls the store (opened read-only) every half second from a worker in
+the app's loop (aiosqlite does the reading in its thread) and folds each snapshot into the
+same model the live dashboard uses: counts, totals and failed items from the run, workers
+from the items under way, and rates from what changed between two polls. It has no
+commands, so the dashboard offers none.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .app import DashboardApp
-from .session import Dashboard
+from .feeds import FeedUnavailable, LiveCommands
+from .model import RunModel
 from .state import MAX_FAILED_ROWS, WorkerState, stored_run
 
 #: Seconds between two reads of the store.
@@ -107,16 +108,16 @@ class StoreSource:
             self._store = None
 
 
-def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None:
-    """Fold one poll into the dashboard: totals, failed items, workers, status and rates."""
-    state = dashboard.state
-    before_done = state.done if dashboard.seeded else None
+def apply_snapshot(model: RunModel, snapshot: Snapshot, now: float) -> None:
+    """Fold one poll into the model: totals, failed items, workers, status and rates."""
+    state = model.state
+    before_done = state.done if model.seeded else None
     before_tokens = state.totals.input_tokens + state.totals.output_tokens
     run = snapshot.run
     # later polls keep the baselines: projections and rates use what this watch saw finish
     state.load(stored_run(run, snapshot.failed), keep_session=before_done is not None)
     if before_done is None:
-        dashboard.seeded = True
+        model.seeded = True
     else:
         finished = state.done - before_done
         tokens = state.totals.input_tokens + state.totals.output_tokens - before_tokens
@@ -139,45 +140,55 @@ def apply_snapshot(dashboard: Dashboard, snapshot: Snapshot, now: float) -> None
     state.status = run.status
     state.started_at = run.started_at
     state.finished_at = None if run.status == "running" else run.finished_at
-    dashboard.round_active = run.status == "running"
+    model.round_active = run.status == "running"
 
 
-class WatchApp(DashboardApp):
-    """The dashboard with no runner: read-only, fed by polling a :class:`RunSource`."""
+class WatchFeed:
+    """The watch feed: snapshots polled from a :class:`RunSource`, and no commands."""
 
-    def __init__(
-        self,
-        source: RunSource,
-        *,
-        clock: Callable[[], float] = time.time,
-        poll_seconds: float = POLL_SECONDS,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(None, clock=clock, read_only=True, **kwargs)
+    def __init__(self, source: RunSource, *, poll_seconds: float = POLL_SECONDS) -> None:
         self.source = source
         self.poll_seconds = poll_seconds
-        self.polls = 0
+        self.polls = 0  # snapshots read and handed to the app so far
+        self._latest: Snapshot | None = None  # read and not folded yet
 
-    def on_mount(self) -> None:
-        # Textual runs DashboardApp.on_mount as well (handlers run for every class in the MRO).
-        self.run_worker(self._follow(), exclusive=True, group="watch")
+    @property
+    def commands(self) -> LiveCommands | None:
+        """None: a watched run is another process's to command."""
+        return None
 
-    async def _follow(self) -> None:
-        """Open the source, then read and show a snapshot every ``poll_seconds``."""
+    @property
+    def error(self) -> str | None:
+        return None
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        return False
+
+    def start(self) -> None:
+        """Nothing to start: :meth:`follow` opens the source."""
+
+    async def follow(self, updated: Callable[[], None]) -> None:
+        """Open the source, then read a snapshot every ``poll_seconds`` (``updated`` has the
+        app pull it at once); the source is closed when the app stops following."""
         try:
             await self.source.open()
-        except Exception as exc:  # no such file or run, not a store: say so and leave
-            self.exit(return_code=2, message=f"abl-tui: error: {exc}")
-            return
+        except Exception as exc:  # no such file or run, not a store
+            raise FeedUnavailable(str(exc)) from exc
         try:
             while True:
-                snapshot = await self.source.snapshot()
-                apply_snapshot(self.dashboard, snapshot, self.clock())
+                self._latest = await self.source.snapshot()
+                updated()
                 self.polls += 1
-                self.redraw()
                 await asyncio.sleep(self.poll_seconds)
         finally:
             await self.source.close()
+
+    def pull(self, model: RunModel, now: float) -> None:
+        """Fold the snapshot read last, if it was not yet."""
+        snapshot, self._latest = self._latest, None
+        if snapshot is not None:
+            apply_snapshot(model, snapshot, now)
 
     async def load_item(self, item_id: str) -> Any:
         """An item's stored record, read from the watched store."""
@@ -214,8 +225,9 @@ def run_watch(
     if problem is not None:
         print(f"abl-tui: error: {problem}", file=sys.stderr)
         return 2
-    app = WatchApp(
-        StoreSource(Path(db_path), run_ref), theme=theme, on_theme_chosen=on_theme_chosen
-    )
+    from .app import DashboardApp
+
+    feed = WatchFeed(StoreSource(Path(db_path), run_ref))
+    app = DashboardApp(feed, theme=theme, on_theme_chosen=on_theme_chosen)
     app.run()
     return app.return_code or 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -20,9 +20,8 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
 from .. import formatting as fmt
-
-if TYPE_CHECKING:
-    from ..app import DashboardApp
+from ..messages import CopyRequested, RetryRequested, RunReader
+from ..palette import PaletteCommand, ScreenCommands
 
 
 @dataclass
@@ -122,6 +121,7 @@ def _took(seconds: float | None) -> str:
 class ItemDetailScreen(Screen[None]):
     """Opened with Enter on a row; Esc goes back; Retry sends a failed item again."""
 
+    COMMANDS = {ScreenCommands}
     BINDINGS = [
         Binding("escape", "close", "Back", id="abl.detail.back"),
         Binding("r", "retry", "Retry", id="abl.detail.retry"),
@@ -134,18 +134,14 @@ class ItemDetailScreen(Screen[None]):
     #: Seconds between two looks at a retried item's progress.
     FOLLOW_SECONDS = 0.5
 
-    def __init__(self, item_id: str, *, read_only: bool = False) -> None:
+    def __init__(self, item_id: str, reader: RunReader, *, read_only: bool = False) -> None:
         super().__init__()
         self.item_id = item_id
+        self.reader = reader
         self.read_only = read_only
         self.view: ItemView | None = None
         self._sent = False
         self._followed: str | None = None  # the retry state last shown
-
-    @property
-    def control(self) -> DashboardApp:
-        """The app, which reads the store and carries out the commands."""
-        return cast("DashboardApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static(Text(f"item {self.item_id}  loading…"), id="detail-title")
@@ -183,7 +179,7 @@ class ItemDetailScreen(Screen[None]):
 
     def follow(self) -> None:
         """After a retry: show its progress, and read the item again once it has an outcome."""
-        state = self.control.retry_state(self.item_id) if self._sent else None
+        state = self._retry_state() if self._sent else None
         if state is None or state == self._followed:
             return
         self._followed = state
@@ -194,11 +190,16 @@ class ItemDetailScreen(Screen[None]):
             self.view.status = f"retry {state}"
             self._show_title(self.view)
 
+    def _retry_state(self) -> str | None:
+        """What became of this item's hand retry (queued, running, ok, failed), if any."""
+        row = self.reader.model.retries.items.get(self.item_id)
+        return row.status if row is not None else None
+
     @work(exclusive=True, group="item-detail")
     async def load(self) -> None:
         """Fetch the item (the app reads the store off the UI thread) and fill the screen."""
         try:
-            record = await self.control.load_item(self.item_id)
+            record = await self.reader.load_item(self.item_id)
         except Exception as exc:  # a closed store, a vanished file: say so, do not crash
             self.query_one("#detail-title", Static).update(
                 Text(f"item {self.item_id}  could not be read: {exc}")
@@ -209,9 +210,9 @@ class ItemDetailScreen(Screen[None]):
                 Text(f"item {self.item_id}  not found in the store")
             )
             return
-        self.show(ItemView.from_record(self.item_id, record))
+        self.show_item(ItemView.from_record(self.item_id, record))
 
-    def show(self, view: ItemView) -> None:
+    def show_item(self, view: ItemView) -> None:
         """Fill the screen from a loaded item."""
         self.view = view
         self._show_title(view)
@@ -254,7 +255,11 @@ class ItemDetailScreen(Screen[None]):
         """True when this item's last outcome is a failure and it was not just sent again."""
         if self.read_only or self._sent or self.view is None:
             return False
-        return self.view.status == "failed" and self.control.can_retry_item(self.item_id)
+        return (
+            self.view.status == "failed"
+            and self.reader.allowed.retry
+            and self.item_id in self.reader.model.state.failed_items
+        )
 
     def _set_retry_enabled(self) -> None:
         if not self.read_only:
@@ -271,7 +276,7 @@ class ItemDetailScreen(Screen[None]):
 
     def action_step(self, step: int) -> None:
         """Show the previous (-1) or next (1) item of the dashboard's table."""
-        other = self.control.neighbour_item(self.item_id, step)
+        other = self.reader.neighbour_item(self.item_id, step)
         if other is None:
             self.notify("no more items that way", timeout=2)
             return
@@ -289,11 +294,12 @@ class ItemDetailScreen(Screen[None]):
         if view is None:
             return
         if what == "prompt":
-            self.control.copy_text(view.prompt, f"{view.item_id}'s prompt")
+            text, name = view.prompt, "prompt"
         elif view.error:
-            self.control.copy_text(view.error, f"{view.item_id}'s error")
+            text, name = view.error, "error"
         else:
-            self.control.copy_text(view.output, f"{view.item_id}'s output")
+            text, name = view.output, "output"
+        self.post_message(CopyRequested(text, f"{view.item_id}'s {name}"))
 
     def action_close(self) -> None:
         """Back to the dashboard."""
@@ -305,13 +311,25 @@ class ItemDetailScreen(Screen[None]):
             self.notify(f"{self.item_id} was sent again already: its outcome shows here", timeout=3)
             return
         if self.can_retry():
-            self.control.retry_item(self.item_id)
+            self.post_message(RetryRequested((self.item_id,)))
             self._sent = True
             self._followed = None
             if self.view is not None:
                 self.view.status = "retry queued"
                 self._show_title(self.view)
             self._set_retry_enabled()
+
+    def palette_commands(self) -> list[PaletteCommand]:
+        """Retry this item (when it can be), and back to the dashboard."""
+        commands = []
+        if self.can_retry():
+            commands.append(
+                PaletteCommand(f"Retry {self.item_id}", "Send this item again", self.action_retry)
+            )
+        commands.append(
+            PaletteCommand("Back to the dashboard", "Close this screen", self.action_close)
+        )
+        return commands
 
     @on(Button.Pressed, "#detail-retry")
     def _retry_pressed(self) -> None:

@@ -6,8 +6,7 @@ The list reads the store again every few seconds by itself (the cursor stays on 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -19,10 +18,9 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
 from .. import formatting as fmt
+from ..messages import RunReader, SwitchRunRequested
+from ..palette import PaletteCommand, ScreenCommands
 from ..report import run_row
-
-if TYPE_CHECKING:
-    from ..app import DashboardApp
 
 #: Most important first, so a narrow terminal cuts off only the end (it scrolls sideways).
 _COLUMNS = (
@@ -75,6 +73,7 @@ def run_duration(run: Any) -> float | None:
 class RunsScreen(Screen[None]):
     """The runs list; the run on screen now is marked with a dot."""
 
+    COMMANDS = {ScreenCommands}
     BINDINGS = [
         Binding("escape", "close", "Back", id="abl.runs.back"),
         Binding("o", "resume", "Resume", id="abl.runs.resume"),
@@ -88,18 +87,14 @@ class RunsScreen(Screen[None]):
         Binding("G", "move('scroll_bottom')", show=False, id="abl.runs.last"),
     ]
 
-    def __init__(self, current_run_id: str | None = None) -> None:
+    def __init__(self, reader: RunReader, current_run_id: str | None = None) -> None:
         super().__init__()
+        self.reader = reader
         self.current_run_id = current_run_id
         self.runs: dict[str, dict[str, Any]] = {}
         self.sort_column = ""  # "" keeps the store's order (newest first)
         self.sort_reverse = False
         self._loaded: list[Any] = []
-
-    @property
-    def control(self) -> DashboardApp:
-        """The app, which reads the store and swaps runners."""
-        return cast("DashboardApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static("Runs  loading…", id="runs-title")
@@ -122,13 +117,13 @@ class RunsScreen(Screen[None]):
     async def load(self) -> None:
         """Fetch the runs (off the UI thread) and fill the table."""
         try:
-            runs = await self.control.load_runs()
+            runs = await self.reader.load_runs()
         except Exception as exc:  # the store is gone or unreadable: say so, do not crash
             self.query_one("#runs-title", Static).update(Text(f"Runs  could not be read: {exc}"))
             return
-        self.show(runs)
+        self.show_runs(runs)
 
-    def show(self, runs: list[Any]) -> None:
+    def show_runs(self, runs: list[Any]) -> None:
         """Fill the table from run summaries (newest first)."""
         table = self.query_one(DataTable)
         keep = self.selected
@@ -171,24 +166,29 @@ class RunsScreen(Screen[None]):
         key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
         return self.runs.get(key or "")
 
-    def palette_commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
-        """The selected run's commands, for the palette."""
+    def palette_commands(self) -> list[PaletteCommand]:
+        """The selected run's commands, reloading, and back to the dashboard."""
+        back = PaletteCommand("Back to the dashboard", "Close this screen", self.action_close)
         run = self.selected
         if run is None:
-            return []
-        commands: list[tuple[str, str, Callable[[], Any]]] = [
-            (f"Resume run {run['id']}", "Send its items without a result", self.action_resume)
+            return [back]
+        commands = [
+            PaletteCommand(
+                f"Resume run {run['id']}", "Send its items without a result", self.action_resume
+            )
         ]
         if run["failed"] > 0:
             commands.append(
-                (
+                PaletteCommand(
                     f"Retry failed items of run {run['id']} ({run['failed']:,})",
                     "Resume it, sending its failed items again too",
                     self.action_retry_failed,
                 )
             )
-        commands.append(("Reload runs", "Read the runs list again", self.action_reload))
-        return commands
+        commands.append(
+            PaletteCommand("Reload runs", "Read the runs list again", self.action_reload)
+        )
+        return [*commands, back]
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Resume and retry need a selected run; retrying needs failed items."""
@@ -210,18 +210,18 @@ class RunsScreen(Screen[None]):
             self.sort_reverse = not self.sort_reverse
         else:
             self.sort_column, self.sort_reverse = column, False
-        self.show(self._loaded)
+        self.show_runs(self._loaded)
 
     def action_cycle_sort(self) -> None:
         """Sort by the next column (then the store's order again)."""
         names = ["", *(key for key, _, _ in _COLUMNS)]
         self.sort_column = names[(names.index(self.sort_column) + 1) % len(names)]
-        self.show(self._loaded)
+        self.show_runs(self._loaded)
 
     def action_reverse_sort(self) -> None:
         """Reverse the order."""
         self.sort_reverse = not self.sort_reverse
-        self.show(self._loaded)
+        self.show_runs(self._loaded)
 
     @on(DataTable.HeaderSelected)
     def _header_selected(self, event: DataTable.HeaderSelected) -> None:
@@ -239,13 +239,13 @@ class RunsScreen(Screen[None]):
         """Carry on the selected run: send every item without a committed result."""
         run = self.selected
         if run is not None:
-            self.control.switch_run(run["id"], retry_failed=False)
+            self.post_message(SwitchRunRequested(run["id"], retry_failed=False))
 
     def action_retry_failed(self) -> None:
         """Carry on the selected run, sending its failed items again too."""
         run = self.selected
         if run is not None and run["failed"] > 0:
-            self.control.switch_run(run["id"], retry_failed=True)
+            self.post_message(SwitchRunRequested(run["id"], retry_failed=True))
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:

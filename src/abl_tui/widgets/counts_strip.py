@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from ..session import Dashboard
+from ..model import RunModel
 from .rate_limits import limits_line
 
 
@@ -25,9 +25,9 @@ class CountsStrip(Horizontal):
         yield self._counts
         yield self._limits
 
-    def show(self, dashboard: Dashboard, now: float) -> None:
-        """Redraw from the dashboard (only what changed)."""
-        state = dashboard.state
+    def show(self, model: RunModel, now: float) -> None:
+        """Redraw from the model (only what changed)."""
+        state = model.state
         counts = Text.assemble(
             ("ok ", "dim"),
             (f"{state.succeeded:,}", "bold"),

@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widgets import Button, DataTable, Input, Static
 
-from ..session import Dashboard
+from ..model import RunModel
 from .failed_table import FailedRow, FailedTable
 
 Filter = Literal["failed", "retried", "all"]
@@ -36,7 +36,7 @@ def sort_rows(rows: list[FailedRow], column: str, reverse: bool = False) -> list
 
 
 def failed_rows(
-    dashboard: Dashboard, which: Filter, query: str = "", category: str = ""
+    model: RunModel, which: Filter, query: str = "", category: str = ""
 ) -> list[FailedRow]:
     """The rows a filter, a category and a search (by id, category or message) select, in
     table order.
@@ -45,14 +45,14 @@ def failed_rows(
     this session, with what became of them; "all": both (an item in both shows as failed).
     """
     rows: list[FailedRow] = []
-    failed = dashboard.state.failed_items
+    failed = model.state.failed_items
     if which in ("failed", "all"):
         rows.extend(
             FailedRow(item.item_id, "failed", item.error_category, item.attempts, item.error)
             for item in failed.values()
         )
     if which in ("retried", "all"):
-        retried = dashboard.retries.items.values()
+        retried = model.retries.items.values()
         rows.extend(
             FailedRow(item.item_id, item.status, item.error_category, item.attempts, item.error)
             for item in retried
@@ -84,7 +84,7 @@ class FailedPanel(Vertical):
     def __init__(self, *, read_only: bool = False, id: str | None = None) -> None:
         super().__init__(id=id)
         self._read_only = read_only
-        self._dashboard: Dashboard | None = None
+        self._model: RunModel | None = None
         self._shown: tuple[object, ...] = ()
         self._table = FailedTable(id="failed-table")
         self._search = Input(
@@ -122,17 +122,17 @@ class FailedPanel(Vertical):
         """The table inside the panel."""
         return self._table
 
-    def _signature(self, dashboard: Dashboard) -> tuple[object, ...]:
+    def _signature(self, model: RunModel) -> tuple[object, ...]:
         """Changes whenever what the panel shows may have: a cheap test before a diff."""
-        state = dashboard.state
+        state = model.state
         failed = state.failed_items
         last = failed[next(reversed(failed))] if failed else None
         return (
-            id(dashboard),
+            id(model),
             state.failed,
             len(failed),
             last,
-            dashboard.retries.version,
+            model.retries.version,
             self.status_filter,
             self.search_text,
             self.category_filter,
@@ -141,22 +141,22 @@ class FailedPanel(Vertical):
             self._table.highlighted_key,
         )
 
-    def show(self, dashboard: Dashboard, *, reorder: bool = False) -> None:
-        """Bring the table in step with the dashboard under the current filter and search."""
-        self._dashboard = dashboard
-        signature = self._signature(dashboard)
+    def show(self, model: RunModel, *, reorder: bool = False) -> None:
+        """Bring the table in step with the model under the current filter and search."""
+        self._model = model
+        signature = self._signature(model)
         if signature == self._shown and not reorder:
             return
         self._shown = signature
-        rows = failed_rows(dashboard, self.status_filter, self.search_text, self.category_filter)
+        rows = failed_rows(model, self.status_filter, self.search_text, self.category_filter)
         sorted_now = bool(self.sort_column) or self.sort_reverse
         if sorted_now:
             rows = sort_rows(rows, self.sort_column, self.sort_reverse)
         self.table.sync(rows, reorder=reorder or sorted_now)
-        state = dashboard.state
+        state = model.state
         title = f"Failed {state.failed:,}"
-        if dashboard.retries.items:
-            title += f" · retried {len(dashboard.retries.items):,}"
+        if model.retries.items:
+            title += f" · retried {len(model.retries.items):,}"
         if self.category_filter:
             title += f" · {self.category_filter} only (c: next)"
         else:
@@ -192,8 +192,8 @@ class FailedPanel(Vertical):
     def cycle_category(self) -> None:
         """Next error category (most failures first), then every category again."""
         names = [""]
-        if self._dashboard is not None:
-            names += [name for name, _ in self._dashboard.state.failed_by_category()]
+        if self._model is not None:
+            names += [name for name, _ in self._model.state.failed_by_category()]
         if self.category_filter not in names:
             self.category_filter = ""
             return
@@ -201,9 +201,9 @@ class FailedPanel(Vertical):
 
     def shown_failed_ids(self) -> list[str]:
         """The failed items the current category selects (every failed item when none)."""
-        if self._dashboard is None:
+        if self._model is None:
             return []
-        failed = self._dashboard.state.failed_items.values()
+        failed = self._model.state.failed_items.values()
         wanted = self.category_filter
         return [item.item_id for item in failed if not wanted or item.error_category == wanted]
 
@@ -259,8 +259,8 @@ class FailedPanel(Vertical):
             button.set_class(name == self.status_filter, "-active")
 
     def _resync(self) -> None:
-        if self._dashboard is not None:
-            self.show(self._dashboard, reorder=True)
+        if self._model is not None:
+            self.show(self._model, reorder=True)
 
     @on(Button.Pressed, ".filter")
     def _filter_pressed(self, event: Button.Pressed) -> None:

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static
 
-from ..session import Dashboard
+from ..model import RunModel
 
 #: Badge text and CSS class by run phase.
 _BADGES = {
@@ -25,26 +25,26 @@ _BADGES = {
 }
 
 
-def phase(dashboard: Dashboard, now: float) -> str:
+def phase(model: RunModel, now: float) -> str:
     """The one word the badge shows for the run's current phase."""
-    state = dashboard.state
-    if not dashboard.seeded:
+    state = model.state
+    if not model.seeded:
         return "starting"
-    if dashboard.active and state.draining:
+    if model.active and state.draining:
         return "draining"
-    if dashboard.active and state.budget_note:
+    if model.active and state.budget_note:
         return "budget"
-    if dashboard.active and state.cooldown_remaining(now) > 0:
+    if model.active and state.cooldown_remaining(now) > 0:
         return "cooldown"
-    if dashboard.active and state.paused:
+    if model.active and state.paused:
         return "paused"
-    if dashboard.active:
+    if model.active:
         return "running"
     if state.status in ("completed", "failed", "interrupted"):
         return state.status
     if state.status == "cancelled":
         return "interrupted"
-    if dashboard.ended:
+    if model.ended:
         return "ended"
     return "completed" if not state.failed else "failed"
 
@@ -68,10 +68,10 @@ class RunHeader(Horizontal):
             yield Static(_BADGES["watching"][0], id="watch-badge", classes="badge -watching")
         yield self._badge
 
-    def show(self, dashboard: Dashboard, now: float) -> None:
-        """Redraw from the dashboard (only what changed)."""
-        state = dashboard.state
-        word = phase(dashboard, now)
+    def show(self, model: RunModel, now: float) -> None:
+        """Redraw from the model (only what changed)."""
+        state = model.state
+        word = phase(model, now)
         key = (state.name, state.run_id, state.model, word)
         if key == self._shown:
             return
@@ -85,8 +85,10 @@ class RunHeader(Horizontal):
             overflow="ellipsis",
         )
         self._title.update(title, layout=False)
-        model = Text(state.model or "model ?", style="italic", no_wrap=True, overflow="ellipsis")
-        self._model.update(model)
+        model_name = Text(
+            state.model or "model ?", style="italic", no_wrap=True, overflow="ellipsis"
+        )
+        self._model.update(model_name)
         badge = self._badge
         label, css_class = _BADGES[word]
         badge.update(label)

@@ -7,18 +7,18 @@ from textual.containers import Horizontal
 from textual.widgets import ProgressBar, Static
 
 from .. import formatting as fmt
-from ..session import Dashboard
+from ..model import RunModel
 
 
-def eta_text(dashboard: Dashboard, now: float) -> str:
+def eta_text(model: RunModel, now: float) -> str:
     """``eta 3m 10s``; ``eta paused`` while paused; ``done`` once nothing is left; ``eta --``
     when it cannot be told (no rate yet, or the run stopped with items left)."""
-    state = dashboard.state
+    state = model.state
     if state.remaining == 0 and state.total:
         return "done"
-    if dashboard.active and state.paused:
+    if model.active and state.paused:
         return "eta paused"
-    eta = state.eta_seconds(now) if dashboard.active else None
+    eta = state.eta_seconds(now) if model.active else None
     return f"eta {fmt.duration(eta)}"
 
 
@@ -35,12 +35,12 @@ class RunProgress(Horizontal):
         yield self._bar
         yield self._text
 
-    def show(self, dashboard: Dashboard, now: float) -> None:
-        """Redraw from the dashboard (only what changed)."""
-        state = dashboard.state
+    def show(self, model: RunModel, now: float) -> None:
+        """Redraw from the model (only what changed)."""
+        state = model.state
         text = (
             f"{state.done:,}/{state.total:,} {fmt.percent(state.progress())}  "
-            f"elapsed {fmt.duration(state.elapsed(now))}  {eta_text(dashboard, now)}"
+            f"elapsed {fmt.duration(state.elapsed(now))}  {eta_text(model, now)}"
         )
         key = (state.done, state.total, text)
         if key == self._shown:

@@ -1,8 +1,9 @@
-"""Test doubles for the dashboard tests: a FakeRunner and a fixed, seeded event script.
+"""Test doubles and helpers shared by the dashboard tests (imported as ``app_support``).
 
 The FakeRunner stands in for the engine thread only: it offers the runner's public surface,
 records every command it gets, and feeds a scripted list of engine events into its buffer.
-Everything is deterministic: times are offsets from a frozen clock (``NOW``).
+The FakeSource stands in for a store watch mode polls. Everything is deterministic: times
+are offsets from a frozen clock (``NOW``).
 """
 
 from __future__ import annotations
@@ -10,10 +11,17 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+from textual.pilot import Pilot
+from textual.screen import Screen
+
+from abl_tui.app import DashboardApp
+from abl_tui.watch import Snapshot, WatchFeed
 
 #: The frozen wall clock every scripted test runs at.
 NOW = 1_764_000_000.0
@@ -406,3 +414,109 @@ def demo_runs() -> list[FakeRun]:
             started_at="2025-11-22 18:30:05",
         ),
     ]
+
+
+# ---------------------------------------------------------------------- watch mode
+
+
+@dataclass
+class Run:
+    """The fields of a stored run summary that watch mode reads."""
+
+    id: str = RUN_ID
+    name: str = "Product catalogue (demo)"
+    status: str = "running"
+    settings: dict[str, Any] = field(default_factory=lambda: {"model": "simulated/demo"})
+    total: int = 120
+    succeeded: int = 40
+    failed: int = 2
+    input_tokens: int = 8_800
+    output_tokens: int = 240
+    cached_tokens: int = 6_400
+    cost: float | None = 0.0084
+    started_at: float | None = NOW - 80.0
+    finished_at: float | None = None
+
+
+@dataclass
+class Item:
+    """The fields of a stored item that watch mode reads."""
+
+    item_id: str
+    attempts: int = 1
+    error: str | None = None
+    error_category: str | None = None
+    started_at: float | None = None
+
+
+FAILED = [
+    Item("p0006", 1, "400 Bad Request: the prompt was refused", "invalid_request"),
+    Item("p0018", 4, "attempt timed out after 20.0s", "timeout"),
+]
+RUNNING = [Item("p0044", 2, started_at=NOW - 3.0), Item("p0043", 1, started_at=NOW - 9.0)]
+
+
+class FakeSource:
+    """A run source with fixed content; each snapshot can be replaced between polls."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.current = snapshot
+        self.closed = False
+
+    async def open(self) -> str:
+        return self.current.run.id
+
+    async def snapshot(self) -> Snapshot:
+        return self.current
+
+    async def item(self, item_id: str) -> Any:
+        return demo_items().get(item_id)
+
+    async def runs(self) -> list[Any]:
+        return [self.current.run]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+# ---------------------------------------------------------------------- apps and screens
+
+
+def watch_app(source: Any = None) -> tuple[DashboardApp, WatchFeed]:
+    """The dashboard following a fixed source (watch mode) on the frozen clock, polling
+    quickly; the feed counts its polls."""
+    source = source or FakeSource(Snapshot(Run(), list(FAILED), list(RUNNING)))
+    feed = WatchFeed(source, poll_seconds=0.05)
+    return DashboardApp(feed, clock=frozen_clock), feed
+
+
+async def settle(pilot: Pilot[Any]) -> None:
+    """Let the app mount, pull its feed and redraw."""
+    await pilot.pause()
+    pilot.app.tick()  # type: ignore[attr-defined]
+    await pilot.pause()
+
+
+def palette(app: DashboardApp, screen: Screen[Any] | None = None) -> dict[str, Callable[[], Any]]:
+    """The palette's commands on ``screen`` (the screen on top by default), by name: the
+    app's (system commands) and the screen's own."""
+    screen = screen or app.screen
+    commands = {command.title: command.callback for command in app.get_system_commands(screen)}
+    offers = getattr(screen, "palette_commands", None)
+    for name, _, callback in offers() if callable(offers) else []:
+        commands[name] = callback
+    return commands
+
+
+#: How many short pauses :func:`until` gives a condition before the test fails (a count,
+#: not a time: a slow machine takes longer, never fails for it).
+UNTIL_PAUSES = 2_000
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str = "") -> None:
+    """Let the app run until ``condition()`` holds (fail, saying ``what``, if it never does)."""
+    for _ in range(UNTIL_PAUSES):
+        if condition():
+            return
+        await pilot.pause(0.01)
+    raise AssertionError(f"never happened: {what or condition}")
