@@ -119,6 +119,35 @@ async def test_add_work_while_running_after_results_arrive(fast_config: Config) 
     assert seen == [("a", False), ("a", True)]
 
 
+async def test_wait_idle_returns_once_every_added_item_is_done(fast_config: Config) -> None:
+    """wait_idle: nothing to wait for before any work; after additions, it returns only when
+    each has its result, and the processor still takes more afterwards."""
+    gate = asyncio.Event()
+
+    class Gated(FakeStrategy):
+        async def execute(
+            self, prompt: str, attempt: int, timeout: float, state: Any = None
+        ) -> Any:
+            await gate.wait()
+            return await super().execute(prompt, attempt, timeout, state)
+
+    processor = ParallelBatchProcessor(config=fast_config(max_workers=2))
+    await processor.start(collect_results=False)
+    await processor.wait_idle()  # nothing added: idle at once
+    await processor.add_work(LLMWorkItem("a", Gated(), "x"))
+    waiter = asyncio.ensure_future(processor.wait_idle())
+    await asyncio.sleep(0)
+    assert not waiter.done()  # "a" is under way
+    gate.set()
+    await waiter
+    assert (await processor.get_stats())["processed"] == 1
+    await processor.add_work(LLMWorkItem("b", Gated(), "x"))
+    await processor.wait_idle()
+    assert (await processor.get_stats())["processed"] == 2
+    await processor.finish()
+    await processor.join()
+
+
 async def test_streaming_rules(fast_config: Config) -> None:
     processor = ParallelBatchProcessor(config=fast_config())
     await processor.start()

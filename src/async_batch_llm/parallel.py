@@ -146,6 +146,7 @@ class ParallelBatchProcessor(
         self._streaming = False
         self._finished: asyncio.Event | None = None
         self._added = 0
+        self._idle: asyncio.Event | None = None  # set once every added item is done
         # Dispatch gate: open unless paused or cooling down after a rate limit.
         self._gate: asyncio.Event | None = None
         self._paused = False
@@ -188,6 +189,7 @@ class ParallelBatchProcessor(
             raise RuntimeError("cannot add work: finish() was called, the processor takes no more")
         entry = (self._added, work_item)
         self._added += 1
+        self._not_idle()
         self._stats.total = self._added
         await self._queue.put(entry)
 
@@ -226,6 +228,7 @@ class ParallelBatchProcessor(
         finally:  # the items before a bad one stay queued, as with add_work one by one
             count = len(backlog) - before
             self._added += count
+            self._not_idle()
             self._stats.total = self._added
         return count
 
@@ -260,6 +263,18 @@ class ParallelBatchProcessor(
         self._closed = True
         if self._queue is not None:
             await self._queue.put(_END)
+
+    async def wait_idle(self) -> None:
+        """Wait until every item added so far has its result (streaming mode: more may be
+        added after, and the processor goes on taking them)."""
+        while self._stats.processed < self._added:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def _not_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.clear()
 
     async def join(self) -> None:
         """Wait until every worker has ended (call :meth:`finish` first).
@@ -942,6 +957,8 @@ class ParallelBatchProcessor(
         """Add one result to the run's counters."""
         stats = self._stats
         stats.processed += 1
+        if stats.processed == self._added and self._idle is not None:
+            self._idle.set()
         if result.success:
             stats.succeeded += 1
         else:
