@@ -78,9 +78,32 @@ def unsettled_limit(workers: int) -> int:
     return max(1, workers // 2)
 
 
-#: Events the UI buffer holds at most; past it the oldest detail is dropped (counts are
-#: re-read from the engine's stats, so only worker and failure detail can be lost).
+#: Events the UI buffer holds at most. Past it the oldest are dropped and counted in
+#: ``EventBuffer.dropped``: the screen's counts would then fall short of the store's, which
+#: stays right. The UI drains it several times a second, so only a UI thread stalled for
+#: minutes under a fast run gets there.
 EVENT_BUFFER_LIMIT = 500_000
+
+#: What :func:`_next_request_unless_idle` returns when the round's items are all done.
+_IDLE = object()
+
+
+async def _next_request_unless_idle(queue: asyncio.Queue[Any], processor: Any) -> Any:
+    """The next retry request, or ``_IDLE`` once every item of the round has its result and
+    no request is waiting (no polling: whichever comes first wakes us)."""
+    if not queue.empty():
+        return queue.get_nowait()
+    request = asyncio.ensure_future(queue.get())
+    idle = asyncio.ensure_future(processor.wait_idle())
+    try:
+        await asyncio.wait({request, idle}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        idle.cancel()
+        if not request.done():
+            request.cancel()  # a get cancelled before it took an item loses nothing
+    if request.done() and not request.cancelled():
+        return request.result()
+    return _IDLE
 
 
 def _work_item(item: Any, strategy: Any) -> LLMWorkItem[Any, Any, Any]:
@@ -93,13 +116,19 @@ class EventBuffer(BaseObserver):
 
     def __init__(self, limit: int = EVENT_BUFFER_LIMIT) -> None:
         self.events: deque[tuple[str, dict[str, Any], float]] = deque(maxlen=limit)
+        self._limit = limit
+        #: Events pushed out unread because the buffer was full (see EVENT_BUFFER_LIMIT).
+        self.dropped = 0
 
     async def on_event(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
         self.on_event_sync(event, data)
 
     def on_event_sync(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
         """Append and return: one deque append per event (thread-safe under the GIL)."""
-        self.events.append((event._value_, data, time.time()))  # `.value` is a slow property
+        events = self.events
+        if len(events) == self._limit:
+            self.dropped += 1
+        events.append((event._value_, data, time.time()))  # `.value` is a slow property
 
     def drain(self, limit: int = 200_000) -> list[tuple[str, dict[str, Any], float]]:
         """Take up to ``limit`` buffered events, oldest first."""
@@ -456,9 +485,7 @@ class Runner:
         await processor.start(collect_results=False)
         try:
             async for item in items:
-                await processor.add_work(
-                    LLMWorkItem(item.item_id, strategy, item.prompt, item.context)
-                )
+                await processor.add_work(_work_item(item, strategy))
             await self._serve_retries_until_done(processor, strategy)
             await processor.finish()
             await processor.join()
@@ -628,20 +655,14 @@ class Runner:
         queue = self._retry_requests
         assert queue is not None and self._store is not None and self.run_id is not None
         while True:
-            stats = await processor.get_stats()
-            if stats["queued"] == 0 and queue.empty():
+            request = await _next_request_unless_idle(queue, processor)
+            if request is _IDLE:
                 return
-            try:
-                request = await asyncio.wait_for(queue.get(), timeout=0.05)
-            except TimeoutError:
-                continue
             if request is None:
                 queue.put_nowait(None)
                 return
             async for item in self._items_by_id(request):
-                await processor.add_work(
-                    LLMWorkItem(item.item_id, strategy, item.prompt, item.context)
-                )
+                await processor.add_work(_work_item(item, strategy))
 
     async def _settle_status(self) -> None:
         assert self._store is not None and self.run_id is not None
@@ -875,11 +896,6 @@ class Runner:
             future.set_exception(RuntimeError("the run is not open"))
             return future
         return asyncio.run_coroutine_threadsafe(query(store), loop)
-
-    def stats(self) -> dict[str, Any] | None:
-        """The engine's live counters for this round (read across threads: ints only)."""
-        processor = self._processor
-        return processor._stats.as_dict() if processor is not None else None
 
 
 def _uses_litellm(settings: RunSettings) -> bool:
