@@ -17,6 +17,7 @@ Where the reference library gave an error a built-in base, it keeps it too (a
     │   ├── ProviderTimeoutError
     │   ├── MalformedResponseError
     │   └── MissingKeyError
+    ├── BatchSubmitError (+ RuntimeError)        a provider batch could not be submitted
     └── StoreError                               the run store, as one line naming the file
         ├── StoreUnwritable                      writes refused for longer than allowed
         ├── LeaseHeld                            another process owns the run

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import LLMWorkItem
+from ..errors import AblError
 from ..providers.batch import BatchClient, BatchTarget, ProviderBatch, batch_client, batch_target
 from ..providers.litellm_errors import LiteLLMErrorClassifier
 from ..providers.provider_errors import ProviderError
@@ -44,7 +45,7 @@ _CLASSIFIER = LiteLLMErrorClassifier()
 _SUBMIT_BACKOFF = 2.0
 
 
-class BatchSubmitError(RuntimeError):
+class BatchSubmitError(AblError, RuntimeError):
     """A chunk could not be submitted (a non-transient refusal, or transient ones to the end).
 
     The chunk stays journaled as planned: a resume looks for it at the provider first.

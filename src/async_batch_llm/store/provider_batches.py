@@ -20,6 +20,7 @@ from typing import Any
 import aiosqlite
 
 from ..batch_api.journal import ChunkRecord
+from .schema import WRITER_PRAGMAS
 
 __all__ = ["DDL", "SqliteBatchJournal", "read_chunks"]
 
@@ -123,7 +124,8 @@ class SqliteBatchJournal:
         waits up to ``busy_timeout`` seconds for another connection's lock."""
         db = await aiosqlite.connect(str(path), isolation_level=None, timeout=busy_timeout)
         await db.execute("PRAGMA journal_mode = WAL")
-        await db.execute("PRAGMA synchronous = NORMAL")
+        for pragma in WRITER_PRAGMAS:
+            await db.execute(pragma)
         journal = cls(db, run_id)
         journal._owned = True
         await journal.setup()
