@@ -25,7 +25,14 @@ from ._simulated import (
     shared_simulator,
     simulated_profile,
 )
-from .endpoints import NATIVE_PREFIXES, Transport, build_endpoint, check_api_base, resolve_transport
+from .endpoints import (
+    NATIVE_PREFIXES,
+    Endpoint,
+    Transport,
+    build_endpoint,
+    check_api_base,
+    resolve_transport,
+)
 from .limits import parse_rate_limits
 from .litellm_errors import LiteLLMErrorClassifier
 from .provider_errors import MalformedResponseError
@@ -156,19 +163,28 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
             simulator = await asyncio.to_thread(shared_simulator, self._profile)
             self.api_base = simulator.base_url
         if self.transport == "native":
-            self._native = await asyncio.to_thread(self._native_caller)
+            self._native = await asyncio.to_thread(self.native_caller)
             return
         litellm = _litellm_import.loaded() or await asyncio.to_thread(_litellm_import.load_litellm)
         if not _litellm_import.warmed():
             await asyncio.to_thread(_litellm_import.warm_up, self._call_model)
         self._litellm = litellm
 
-    def _native_caller(self) -> NativeCaller:
-        """The native caller: endpoint (key and base URL from the environment if not given)."""
+    @property
+    def simulated(self) -> bool:
+        """True for a ``simulated/<profile>`` model (served by an in-process simulator)."""
+        return self._profile is not None
+
+    def native_endpoint(self) -> Endpoint:
+        """Where native calls go (key and base URL from the environment if not given)."""
+        key = self._api_key.reveal() if self._api_key is not None else None
+        return build_endpoint(self._call_model, self.api_base, key)
+
+    def native_caller(self) -> NativeCaller:
+        """A new native caller for this strategy (reads the price table: call off the loop)."""
         from .native.caller import NativeCaller
 
-        key = self._api_key.reveal() if self._api_key is not None else None
-        endpoint = build_endpoint(self._call_model, self.api_base, key)
+        endpoint = self.native_endpoint()
         options = dict(self.completion_kwargs)
         if self.response_model is not None:
             from .structured import model_format
@@ -199,11 +215,12 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
             native = self._native
         if native is not None:
             text, usage, metadata = await native.call(prompt, timeout)
-            return self._output(text, usage, metadata), usage, metadata
+            return self.shape_output(text, usage, metadata), usage, metadata
         return await self._execute_litellm(prompt, timeout)
 
-    def _output(self, text: str, usage: TokenUsage, metadata: dict[str, Any]) -> Any:
-        """The reply as the caller asked for it: text, schema-checked JSON or a model."""
+    def shape_output(self, text: str, usage: TokenUsage, metadata: dict[str, Any]) -> Any:
+        """The reply as the caller asked for it: text, schema-checked JSON or a model (raises
+        a retryable error, its tokens billed, when a structured reply does not validate)."""
         if self.response_schema is not None:
             return validated_json(text, self.response_schema, usage, metadata["cost"])
         if self.response_model is not None:
@@ -244,7 +261,7 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
             "response_id": getattr(response, "id", None),
             "rate_limits": limits,
         }
-        return self._output(text, usage, metadata), usage, metadata
+        return self.shape_output(text, usage, metadata), usage, metadata
 
     def estimate_tokens(self, prompt: str) -> int:
         """Prompt and system prompt at ~4 characters a token, plus ``max_tokens`` if given."""

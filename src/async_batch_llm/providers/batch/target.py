@@ -2,10 +2,8 @@
 
 The batch path sends exactly the body the native transport sends online (the strategy's
 system prompt, options and structured-output format), and turns a reply into the output the
-online call returns (text, schema-checked JSON or a pydantic model). It reads the strategy's
-native caller for that. The private names it touches are here and nowhere else; public
-accessors would replace them: ``LiteLLMStrategy.native_endpoint()``, ``.native_caller()``,
-``.shape_output(text, usage, metadata)`` and ``NativeCaller.body(prompt)``.
+online call returns (text, schema-checked JSON or a pydantic model), through the strategy's
+public native accessors (``native_endpoint``, ``native_caller``, ``shape_output``).
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...llm_strategies import LLMCallStrategy
-from ..endpoints import Endpoint, build_endpoint
+from ..endpoints import Endpoint
 from ..litellm import LiteLLMStrategy
 from ..native import anthropic_messages, openai_chat
 from ..native.caller import NativeCaller
@@ -45,7 +43,7 @@ class BatchTarget:
 
     def body(self, prompt: str) -> dict[str, Any]:
         """The request body the online call would send for ``prompt``."""
-        return self.caller._body(prompt)
+        return self.caller.body(prompt)
 
     def parse(self, body: Any) -> Reply:
         """A reply body from the batch's results, parsed as the online transport parses it."""
@@ -56,12 +54,7 @@ class BatchTarget:
     def output(self, text: str, usage: Any, metadata: dict[str, Any]) -> Any:
         """The reply as the strategy's caller asked for it (raises a retryable error when a
         structured reply does not validate, as online)."""
-        return self.strategy._output(text, usage, metadata)
-
-
-def _endpoint(strategy: LiteLLMStrategy) -> Endpoint:
-    key = strategy._api_key.reveal() if strategy._api_key is not None else None
-    return build_endpoint(strategy._call_model, strategy.api_base, key)
+        return self.strategy.shape_output(text, usage, metadata)
 
 
 async def batch_target(strategy: LLMCallStrategy[Any]) -> BatchTarget:
@@ -74,15 +67,15 @@ async def batch_target(strategy: LLMCallStrategy[Any]) -> BatchTarget:
         raise ValueError(
             f"the batch API needs a LiteLLMStrategy on openai/ or anthropic/, got {strategy!r}"
         )
-    if strategy._profile is not None:
+    if strategy.simulated:
         await strategy.prepare()  # starts the simulator and points api_base at it
-    endpoint = await asyncio.to_thread(_endpoint, strategy)
+    endpoint = await asyncio.to_thread(strategy.native_endpoint)
     if endpoint.provider not in _BATCH_PROVIDERS:
         raise ValueError(
             f"{strategy.model!r}: no batch API for provider {endpoint.provider!r} "
             "(OpenAI and Anthropic have one)"
         )
-    caller = await asyncio.to_thread(strategy._native_caller)
+    caller = await asyncio.to_thread(strategy.native_caller)
     provider: BatchProvider = "anthropic" if endpoint.provider == "anthropic" else "openai"
     return BatchTarget(provider, endpoint, strategy, caller, _price(strategy, provider, endpoint))
 
@@ -96,6 +89,6 @@ def _price(
     if isinstance(price_as, str) and price_as:
         as_provider, _, as_name = price_as.partition("/")
         return batch_price(as_provider, as_name) if as_name else batch_price("openai", as_provider)
-    if strategy._profile is not None:
+    if strategy.simulated:
         return None
     return batch_price(provider, endpoint.wire_model)

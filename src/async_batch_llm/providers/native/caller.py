@@ -64,7 +64,8 @@ class NativeCaller:
     def __repr__(self) -> str:
         return f"NativeCaller({self._client!r})"
 
-    def _body(self, prompt: str) -> dict[str, Any]:
+    def body(self, prompt: str) -> dict[str, Any]:
+        """The request body for ``prompt`` (also what the batch path sends for it)."""
         user = {"role": "user", "content": prompt}
         if self._anthropic or self._system is None:
             return {**self._base, "messages": [user]}
@@ -72,7 +73,7 @@ class NativeCaller:
 
     async def call(self, prompt: str, timeout: float) -> tuple[str, TokenUsage, dict[str, Any]]:
         """One request: ``(text, usage, {cost, model, response_id, rate_limits})``."""
-        reply, limits = await self._client.post(self._body(prompt), timeout)
+        reply, limits = await self._client.post(self.body(prompt), timeout)
         usage = make_usage(reply.prompt_tokens, reply.completion_tokens, reply.cache_read_tokens)
         price = self._price
         cost = (
