@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -520,3 +521,12 @@ async def until(pilot: Pilot[Any], condition: Callable[[], object], what: str = 
             return
         await pilot.pause(0.01)
     raise AssertionError(f"never happened: {what or condition}")
+
+
+async def wait_for(pilot: Pilot[Any], condition: Any, what: str, timeout: float = 90.0) -> None:
+    """Pause until ``condition()`` holds while a real engine works in its own thread (a
+    deadline, not a bound: it only turns a hang into a failure that says what it waited for)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await pilot.pause(0.1)

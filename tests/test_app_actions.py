@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from textual.command import CommandList
 from textual.widgets import Button, Input, Static
 
 from abl_tui.app import DashboardApp
@@ -24,6 +25,7 @@ from app_support import (
     frozen_clock,
     palette,
     settle,
+    until,
 )
 
 FAILED_IDS = [failure[0] for failure in FAILURES]
@@ -548,7 +550,8 @@ async def test_palette_runs_a_command() -> None:
         await pilot.press("ctrl+p")
         await pilot.pause()
         await pilot.press(*"retry all")
-        await pilot.pause(0.3)
+        palette_list = app.screen.query_one(CommandList)
+        await until(pilot, lambda: palette_list.option_count > 0, "the palette's matches")
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmScreen)

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.pilot import Pilot
 
 from abl_tui import cli
 from abl_tui.app import DashboardApp
 from abl_tui.batchfile import BatchFileError, iter_items, load_batch
 from abl_tui.runner import Runner, RunPlan
 from abl_tui.screens import ConfirmScreen
+from app_support import wait_for
 from async_batch_llm.providers.pricing import model_price
 from async_batch_llm.simulator.profiles import profile_from_name
 from async_batch_llm.simulator.protocol import build_call, estimate_tokens, reply_text
@@ -109,14 +108,6 @@ async def test_price_as_bills_each_call_at_that_models_rates(tmp_path: Path) -> 
 
 
 # ---------------------------------------------------------------------- the demo's story
-
-
-async def wait_for(pilot: Pilot[Any], condition: Any, what: str, timeout: float = 90.0) -> None:
-    """Pause until ``condition()`` holds (the real engine runs in its own thread)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 async def test_retry_by_hand_fixes_the_retryable_and_not_the_too_long(tmp_path: Path) -> None:

@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
-from typing import Any
-
-from textual.pilot import Pilot
 
 from abl_tui.app import DashboardApp
 from abl_tui.batchfile import BatchSpec
 from abl_tui.runner import Runner, RunPlan
 from abl_tui.screens import ConfirmScreen
+from app_support import wait_for
 
 REFUSED = {"i2", "i5"}
-
-
-async def wait_for(pilot: Pilot[Any], condition: Any, what: str, timeout: float = 60.0) -> None:
-    """Pause until ``condition()`` holds (the real engine runs in its own thread)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.1)
 
 
 async def test_retry_all_failed_sends_them_again_then_q_quits(tmp_path: Path) -> None:
