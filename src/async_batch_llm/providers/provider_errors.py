@@ -9,11 +9,15 @@ the transport redacts any echo of it before an exception is built.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AblError
 from .limits import ProviderLimits
+
+if TYPE_CHECKING:
+    from .endpoints import Endpoint
 
 __all__ = [
     "MalformedResponseError",
@@ -22,7 +26,11 @@ __all__ = [
     "ProviderError",
     "ProviderStatusError",
     "ProviderTimeoutError",
+    "describe_error_answer",
+    "missing_key",
 ]
+
+_ERROR_TEXT_LIMIT = 2000  # characters of a non-JSON error answer kept in the message
 
 
 class ProviderError(AblError):
@@ -67,6 +75,24 @@ class MalformedResponseError(ProviderError):
 
 class MissingKeyError(ProviderError):
     """No API key given nor found in the provider's environment variables."""
+
+
+def missing_key(endpoint: Endpoint) -> MissingKeyError | None:
+    """The error to raise before calling ``endpoint`` without the key it needs, else None."""
+    if endpoint.key is None and endpoint.key_required:
+        names = " or ".join(endpoint.key_variables) or "api_key"
+        return MissingKeyError(f"no API key for {endpoint.provider}: set {names}")
+    return None
+
+
+def describe_error_answer(raw: bytes) -> tuple[str, str | None, str | None]:
+    """``(message, code, type)`` of an HTTP error answer's body: from its JSON error object,
+    or the start of its text when it is not JSON."""
+    text = raw[: _ERROR_TEXT_LIMIT * 4].decode("utf-8", "replace")
+    try:
+        return describe_body(json.loads(text))
+    except ValueError:
+        return text[:_ERROR_TEXT_LIMIT], None, None
 
 
 def describe_body(body: Any) -> tuple[str, str | None, str | None]:

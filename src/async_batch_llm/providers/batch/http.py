@@ -16,20 +16,18 @@ from typing import Any
 import aiohttp
 
 from ..endpoints import Endpoint
-from ..native.anthropic_messages import ANTHROPIC_VERSION
-from ..native.client import redact
+from ..native.client import auth_headers, redact
 from ..provider_errors import (
     MalformedResponseError,
-    MissingKeyError,
     ProviderConnectionError,
     ProviderStatusError,
     ProviderTimeoutError,
-    describe_body,
+    describe_error_answer,
+    missing_key,
 )
 
 __all__ = ["BatchHttp", "api_root"]
 
-_ERROR_TEXT_LIMIT = 2000
 _READ_CHUNK = 1 << 16  # lines are split by hand: a reply line may be longer than any buffer
 
 
@@ -49,14 +47,7 @@ class BatchHttp:
         self.endpoint = endpoint
         self.root = api_root(endpoint)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        headers = {"Accept": "application/json"}
-        if endpoint.protocol == "anthropic":
-            headers["anthropic-version"] = ANTHROPIC_VERSION
-            if endpoint.key:
-                headers["x-api-key"] = endpoint.key
-        elif endpoint.key:
-            headers["Authorization"] = f"Bearer {endpoint.key}"
-        self._headers = headers
+        self._headers = {"Accept": "application/json", **auth_headers(endpoint)}
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -119,10 +110,8 @@ class BatchHttp:
             raise ProviderConnectionError(message) from None
 
     def _check_key(self) -> None:
-        endpoint = self.endpoint
-        if endpoint.key is None and endpoint.key_required:
-            names = " or ".join(endpoint.key_variables) or "api_key"
-            raise MissingKeyError(f"no API key for {endpoint.provider}: set {names}")
+        if (error := missing_key(self.endpoint)) is not None:
+            raise error
 
     async def request(
         self,
@@ -156,11 +145,7 @@ class BatchHttp:
         return raw
 
     def _status_error(self, status: int, raw: bytes, what: str) -> ProviderStatusError:
-        text = raw[: _ERROR_TEXT_LIMIT * 4].decode("utf-8", "replace")
-        try:
-            message, code, kind = describe_body(json.loads(text))
-        except ValueError:
-            message, code, kind = text[:_ERROR_TEXT_LIMIT], None, None
+        message, code, kind = describe_error_answer(raw)
         provider = self.endpoint.provider or "provider"
         described = f"{provider} returned HTTP {status} to {what}: {message or 'no message'}"
         return ProviderStatusError(

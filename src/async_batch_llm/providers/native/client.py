@@ -10,7 +10,6 @@ of :mod:`async_batch_llm.providers.provider_errors`, with any echo of the key re
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import aiohttp
@@ -19,21 +18,20 @@ from ..endpoints import Endpoint
 from ..limits import ProviderLimits, parse_rate_limits
 from ..provider_errors import (
     MalformedResponseError,
-    MissingKeyError,
     ProviderConnectionError,
     ProviderStatusError,
     ProviderTimeoutError,
-    describe_body,
+    describe_error_answer,
+    missing_key,
 )
 from . import anthropic_messages, openai_chat
 from .codec import dumps, loads
 from .reply import Reply
 
-__all__ = ["NativeClient", "redact"]
+__all__ = ["NativeClient", "auth_headers", "redact"]
 
 _MIN_SECRET_TO_REDACT = 6  # shorter "keys" are dummies; replacing them would garble text
 _KEEPALIVE_SECONDS = 30.0
-_ERROR_TEXT_LIMIT = 2000
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -43,6 +41,16 @@ def redact(text: str, secret: str | None) -> str:
     return text
 
 
+def auth_headers(endpoint: Endpoint) -> dict[str, str]:
+    """The headers that authenticate to ``endpoint`` (and Anthropic's API version)."""
+    if endpoint.protocol == "anthropic":
+        headers = {"anthropic-version": anthropic_messages.ANTHROPIC_VERSION}
+        if endpoint.key:
+            headers["x-api-key"] = endpoint.key
+        return headers
+    return {"Authorization": f"Bearer {endpoint.key}"} if endpoint.key else {}
+
+
 class NativeClient:
     """Sends one protocol's requests to one endpoint and parses the replies."""
 
@@ -50,14 +58,11 @@ class NativeClient:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if endpoint.protocol == "anthropic":
-            headers["anthropic-version"] = anthropic_messages.ANTHROPIC_VERSION
-            if endpoint.key:
-                headers["x-api-key"] = endpoint.key
-        elif endpoint.key:
-            headers["Authorization"] = f"Bearer {endpoint.key}"
-        self._headers = headers
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **auth_headers(endpoint),
+        }
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -110,9 +115,8 @@ class NativeClient:
     ) -> tuple[Reply, ProviderLimits | None]:
         """POST ``body``; the parsed reply and the limits its headers declared."""
         endpoint = self._endpoint
-        if endpoint.key is None and endpoint.key_required:
-            names = " or ".join(endpoint.key_variables) or "api_key"
-            raise MissingKeyError(f"no API key for {endpoint.provider}: set {names}")
+        if (error := missing_key(endpoint)) is not None:
+            raise error
         session = self._session_here()
         try:
             async with session.post(
@@ -151,11 +155,7 @@ class NativeClient:
         self, status: int, raw: bytes, headers: Any, limits: ProviderLimits | None
     ) -> ProviderStatusError:
         """The exception for an HTTP error answer, its message redacted of the key."""
-        text = raw[: _ERROR_TEXT_LIMIT * 4].decode("utf-8", "replace")
-        try:
-            message, code, kind = describe_body(json.loads(text))
-        except ValueError:
-            message, code, kind = text[:_ERROR_TEXT_LIMIT], None, None
+        message, code, kind = describe_error_answer(raw)
         provider = self._endpoint.provider or "provider"
         described = f"{provider} returned HTTP {status}: {message or 'no message'}"
         if code:
