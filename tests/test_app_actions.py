@@ -1,6 +1,6 @@
 """Pilot tests of every dashboard action: what reached the runner, and what the screen shows.
 
-A FakeRunner (tests/test_app_fakes.py) stands in for the engine thread and records the
+A FakeRunner (tests/app_support.py) stands in for the engine thread and records the
 commands; the clock is frozen so what is shown is deterministic.
 """
 
