@@ -142,24 +142,14 @@ class AnthropicBatchClient:
         The best Anthropic allows (batches have no metadata): a batch of the same size created
         by someone else on the same key in the same minutes would be taken for ours.
         """
-        after: str | None = None
-        while True:
-            params = {"limit": str(_LIST_PAGE)}
-            if after:
-                params["after_id"] = after
-            page = await self.http.get_json("/messages/batches", params)
-            data = page.get("data") if isinstance(page, dict) else None
-            if not data:
+        listing = self.http.listing("/messages/batches", cursor="after_id", page_size=_LIST_PAGE)
+        async for item in listing:
+            batch = parse_batch(item)
+            if batch.created_at is not None and batch.created_at < since - _CLOCK_SLACK:
                 return None
-            for item in data:
-                batch = parse_batch(item)
-                if batch.created_at is not None and batch.created_at < since - _CLOCK_SLACK:
-                    return None
-                if batch.total == total and batch.batch_id not in exclude:
-                    return batch
-            if not page.get("has_more"):
-                return None
-            after = str(data[-1].get("id"))
+            if batch.total == total and batch.batch_id not in exclude:
+                return batch
+        return None
 
     async def get(self, batch_id: str) -> ProviderBatch:
         return parse_batch(await self.http.get_json(f"/messages/batches/{batch_id}"))

@@ -78,6 +78,25 @@ class BatchHttp:
         raw = await self.request("POST", path, data=data, content_type="application/json")
         return _json(raw, path)
 
+    async def listing(self, path: str, *, cursor: str, page_size: int) -> AsyncIterator[Any]:
+        """The items of a paged list answer to ``GET root+path``, page after page while the
+        provider says it has more; ``cursor`` names the query parameter that takes the last
+        item's id."""
+        after: str | None = None
+        while True:
+            params = {"limit": str(page_size)}
+            if after:
+                params[cursor] = after
+            page = await self.get_json(path, params)
+            data = page.get("data") if isinstance(page, dict) else None
+            if not data:
+                return
+            for item in data:
+                yield item
+            if not page.get("has_more"):
+                return
+            after = str(data[-1].get("id"))
+
     async def upload(self, path: str, fields: dict[str, str], filename: str, data: bytes) -> Any:
         """``POST root+path`` as multipart/form-data: ``fields`` and one file part ``file``."""
         form = aiohttp.FormData()

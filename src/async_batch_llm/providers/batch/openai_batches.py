@@ -173,23 +173,11 @@ class OpenAIBatchClient:
 
     async def _list(self, since: float) -> AsyncIterator[ProviderBatch]:
         """Batches newest first, down to those created before ``since`` (minus a minute)."""
-        after: str | None = None
-        while True:
-            params = {"limit": str(_LIST_PAGE)}
-            if after:
-                params["after"] = after
-            page = await self.http.get_json("/batches", params)
-            data = page.get("data") if isinstance(page, dict) else None
-            if not data:
+        async for item in self.http.listing("/batches", cursor="after", page_size=_LIST_PAGE):
+            batch = parse_batch(item)
+            if batch.created_at is not None and batch.created_at < since - 60:
                 return
-            for item in data:
-                batch = parse_batch(item)
-                if batch.created_at is not None and batch.created_at < since - 60:
-                    return
-                yield batch
-            if not page.get("has_more"):
-                return
-            after = str(data[-1].get("id"))
+            yield batch
 
     async def get(self, batch_id: str) -> ProviderBatch:
         return parse_batch(await self.http.get_json(f"/batches/{batch_id}"))
