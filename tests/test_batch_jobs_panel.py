@@ -148,3 +148,23 @@ async def test_a_narrow_panel_redraws_without_the_deadline_columns() -> None:
 
 def test_panel_snapshot(snap_compare: Any) -> None:
     assert snap_compare(PanelApp(records()), terminal_size=(80, 24))
+
+
+async def test_the_dashboard_shows_the_panel_only_for_a_batch_api_run() -> None:
+    """The live feed copies the runner's ``batch_chunks`` into the model each tick; the main
+    screen shows the panel, with one line per batch, only while there are batches."""
+    from abl_tui.app import DashboardApp
+    from app_support import demo_runner, frozen_clock, settle
+
+    runner = demo_runner()
+    app = DashboardApp(runner, clock=frozen_clock)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        panel = app.main.query_one("#batches", BatchJobsPanel)
+        assert not panel.display  # an online run: no panel
+        chunks = {record.chunk_id: record for record in records()}
+        runner.batch_chunks = chunks  # type: ignore[attr-defined]
+        await settle(pilot)
+        assert panel.display
+        shown = str(panel.render())
+        assert "batch_ended01" in shown and "msgbatch_running02" in shown

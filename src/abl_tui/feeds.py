@@ -248,6 +248,8 @@ class RunnerFeed:
             if runner.done.is_set() and not model.ended:
                 self._drain(model, None)
                 model.ended = True
+            # A runner attribute, not buffered events: it survives a drain cut short.
+            model.batches = list(getattr(runner, "batch_chunks", {}).values())
         model.follow_controls(
             paused=runner.paused,
             max_cost=runner.max_cost,

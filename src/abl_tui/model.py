@@ -98,6 +98,8 @@ class RunModel:
     round_active: bool = False
     seeded: bool = False  # the stored run's totals are loaded
     ended: bool = False  # the engine thread is gone: nothing more will happen
+    #: The run's provider batches (``ChunkRecord`` s) for a ``--batch-api`` run, else empty.
+    batches: list[Any] = field(default_factory=list)
 
     def seed(self, initial: dict[str, Any]) -> None:
         """Start from the runner's stored-run summary (once the runner is ready)."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from async_batch_llm.store.provider_batches import read_chunks
+
 from .feeds import FeedUnavailable, LiveCommands
 from .model import RunModel
 from .state import MAX_FAILED_ROWS, WorkerState, stored_run
@@ -37,6 +39,7 @@ class Snapshot:
     running: list[Any] = field(default_factory=list)
     retries: int = 0
     rate_limits: int = 0
+    batches: list[Any] = field(default_factory=list)  # provider batches (batch-API runs)
 
 
 class RunSource(Protocol):
@@ -92,8 +95,14 @@ class StoreSource:
             self._outcomes_at = now
             self._outcomes = await store.attempt_outcomes(run_id)
         outcomes = self._outcomes
+        batches = await asyncio.to_thread(read_chunks, self.db_path, run_id)
         return Snapshot(
-            run, failed, running, outcomes.get("retry", 0), outcomes.get("rate_limited", 0)
+            run,
+            failed,
+            running,
+            outcomes.get("retry", 0),
+            outcomes.get("rate_limited", 0),
+            batches,
         )
 
     async def item(self, item_id: str) -> Any:
@@ -111,6 +120,7 @@ class StoreSource:
 def apply_snapshot(model: RunModel, snapshot: Snapshot, now: float) -> None:
     """Fold one poll into the model: totals, failed items, workers, status and rates."""
     state = model.state
+    model.batches = snapshot.batches
     before_done = state.done if model.seeded else None
     before_tokens = state.totals.input_tokens + state.totals.output_tokens
     run = snapshot.run

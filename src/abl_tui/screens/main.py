@@ -31,6 +31,7 @@ from ..messages import (
 from ..model import RunModel
 from ..palette import PaletteCommand, ScreenCommands
 from ..widgets import (
+    BatchJobsPanel,
     CountsStrip,
     EventLog,
     FailedPanel,
@@ -88,6 +89,7 @@ class MainScreen(Screen[None]):
         self._limits = RateLimitsPanel(id="limits")
         self._workers = WorkersTable(id="workers")
         self._failed = FailedPanel(read_only=self.read_only, id="failed")
+        self._batches = BatchJobsPanel(id="batches")
         self._log = EventLog(id="log")
         yield self._header
         yield self._progress
@@ -98,6 +100,7 @@ class MainScreen(Screen[None]):
             yield self._limits
             yield self._workers
         yield self._failed
+        yield self._batches
         yield self._log
         yield Footer(compact=True)
 
@@ -139,6 +142,9 @@ class MainScreen(Screen[None]):
         self._limits.show(state, now)
         self._workers.show(state, now)
         self._failed.show(model)
+        self._batches.display = bool(model.batches)
+        if model.batches:
+            self._batches.show(model.batches, now)
         if self.log_shown:
             self._log.show(state)
 

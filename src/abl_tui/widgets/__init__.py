@@ -1,5 +1,6 @@
 """The dashboard's widgets: each reads the pure run state and never touches the engine."""
 
+from .batch_jobs import BatchJobsPanel
 from .counts_strip import CountsStrip
 from .event_log import EventLog
 from .failed_panel import FailedPanel
@@ -13,6 +14,7 @@ from .tokens_panel import TokensPanel
 from .workers_table import WorkersTable
 
 __all__ = [
+    "BatchJobsPanel",
     "CountsStrip",
     "EventLog",
     "FailedPanel",
