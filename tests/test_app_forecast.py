@@ -60,6 +60,11 @@ def test_forecast_from_prompts_prices_and_limits(tmp_path: Path) -> None:
     assert slower.bound_by == "workers" and slower.seconds == pytest.approx(75.0)
     by_tokens = forecast(settings.merged(rpm=None, tpm=1200), items)
     assert by_tokens.bound_by == "tpm" and by_tokens.seconds == pytest.approx(100 * 120 / 20)
+    # Through the provider's batch API: half the price, and the provider's window for time.
+    batch = forecast(settings.merged(batch_api=True, batch_deadline=7200), items)
+    assert batch.cost == pytest.approx(result.cost / 2)
+    assert batch.seconds == 7200 and "batch window" in batch.bound_by
+    assert "gpt-4o-mini batch" in batch.detail()
 
 
 def test_which_runs_need_a_confirmation(tmp_path: Path) -> None:

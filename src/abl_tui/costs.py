@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from async_batch_llm.providers.batch.pricing import BatchPrice, batch_price
 from async_batch_llm.providers.litellm import LiteLLMStrategy
 from async_batch_llm.providers.pricing import ModelPrice, model_price
 
@@ -19,6 +20,15 @@ def price_of(model: str) -> ModelPrice | None:
     if not name:
         provider, name = "openai", provider
     return model_price(provider, name)
+
+
+def batch_price_of(model: str) -> BatchPrice | None:
+    """The batch-API rates of ``provider/name`` (half the online price unless litellm's table
+    says otherwise), or None when not priced."""
+    provider, _, name = model.partition("/")
+    if not name:
+        provider, name = "openai", provider
+    return batch_price(provider, name)
 
 
 def is_priced(model: str) -> bool:

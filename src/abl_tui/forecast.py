@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .batchfile import BatchSpec, iter_items
-from .costs import price_of
+from .costs import batch_price_of, price_of
 
 #: Characters per token (English prose; the provider's tokenizer decides the real count).
 CHARS_PER_TOKEN = 4
@@ -25,6 +25,8 @@ MESSAGE_OVERHEAD_TOKENS = 4
 OUTPUT_TOKENS_GUESS = 200
 #: Seconds a call is assumed to take, for the time a worker-bound run needs.
 SECONDS_PER_CALL = 1.5
+#: The providers' batch window (OpenAI's 24 h; Anthropic ends most batches sooner).
+BATCH_WINDOW = 24 * 3600.0
 #: How far off the forecast may be, shown as "+/- 15%".
 MARGIN = 0.15
 
@@ -117,7 +119,9 @@ def forecast(settings: BatchSpec, items_path: Path) -> Forecast:
     per_item_out = settings.max_tokens or OUTPUT_TOKENS_GUESS
     output_tokens = items * per_item_out
     priced_as = settings.price_as or settings.model
-    price = price_of(priced_as)
+    price = batch_price_of(priced_as) if settings.batch_api else price_of(priced_as)
+    if settings.batch_api:
+        priced_as += " batch"
     cost = None
     if price is not None and items:
         cost = price.cost(input_tokens // items, per_item_out) * items
@@ -128,6 +132,8 @@ def forecast(settings: BatchSpec, items_path: Path) -> Forecast:
         per_second["tpm"] = settings.tpm / 60 / ((input_tokens + output_tokens) / items)
     bound_by = min(per_second, key=lambda name: per_second[name])
     seconds = items / per_second[bound_by] if items else 0.0
+    if settings.batch_api:  # the provider answers within its window, or our deadline
+        bound_by, seconds = "the provider's batch window", settings.batch_deadline or BATCH_WINDOW
     return Forecast(
         items,
         input_tokens,
