@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from typing import Any
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
 
 from async_batch_llm import LLMWorkItem, ParallelBatchProcessor
 
@@ -39,3 +46,67 @@ async def results_by_id(
         batch = await asyncio.wait_for(processor.process_all(), 20)
     assert sorted(r.item_id for r in batch.results) == sorted(prompts)
     return {r.item_id: r for r in batch.results}
+
+
+# ---------------------------------------------------------------------- abl-tui processes
+
+ABL = [sys.executable, "-m", "abl_tui.cli"]  # the abl-tui command, as this Python runs it
+PROCESS_TIMEOUT = 120.0  # seconds one abl-tui process of a test may take at most
+
+_Output = int | IO[Any] | None
+
+
+def run_abl(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``abl-tui *args`` run to its end in ``folder``: the tests' environment, no stdin,
+    stdout and stderr captured as text."""
+    return subprocess.run(
+        [*ABL, *args],
+        cwd=folder,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+
+
+def start_abl(
+    folder: Path,
+    *args: str,
+    stdout: _Output = subprocess.PIPE,
+    stderr: _Output = subprocess.PIPE,
+    **popen: Any,
+) -> subprocess.Popen[str]:
+    """``abl-tui *args`` started in ``folder``: the tests' environment, no stdin, stdout and
+    stderr piped as text unless given."""
+    return subprocess.Popen(
+        [*ABL, *args],
+        cwd=folder,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        **popen,
+    )
+
+
+def wait_until(proc: subprocess.Popen[Any], ready: Callable[[], bool], what: str) -> None:
+    """Poll ``ready`` until it holds; fails if ``proc`` ends first or after PROCESS_TIMEOUT."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    while not ready():
+        assert proc.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"no {what}"
+        time.sleep(0.005)
+
+
+def count_rows(db: Path, table: str) -> int:
+    """Rows in ``table`` of the store at ``db`` now, read without locking anyone out (0 while
+    there is no file or no table yet)."""
+    if not db.exists():
+        return 0
+    with contextlib.suppress(sqlite3.Error):
+        uri = f"{db.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    return 0

@@ -24,8 +24,8 @@ from typing import Any
 from async_batch_llm import LLMCallStrategy, LLMWorkItem, ParallelBatchProcessor, ProcessorConfig
 from async_batch_llm.store import RunStore
 from async_batch_llm.store.diagnose import describe_write_error, lock_holders
-from support import cli_env
-from test_cli_resume import ABL, ID_OF_PROMPT, N_ITEMS, PROCESS_TIMEOUT, Chain, read_ledger
+from support import PROCESS_TIMEOUT, run_abl, start_abl, wait_until
+from test_cli_resume import ID_OF_PROMPT, N_ITEMS, Chain, read_ledger
 from test_cli_resume import simulator_process as simulator
 
 WORKERS = 4
@@ -182,26 +182,15 @@ def _unstored_answers(chain: Chain) -> set[str]:
 
 
 def _run(chain: Chain, *extra: str, preexec: Any = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            *ABL, "run", "batch.jsonl", "--headless", "--db", str(chain.db), "--model",
-            "openai/fake", "--api-base", chain.url, "--workers", str(WORKERS), *extra,
-        ],
-        cwd=chain.folder, env=cli_env(), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec,
+    return start_abl(
+        chain.folder, "run", "batch.jsonl", "--headless", "--db", str(chain.db), "--model",
+        "openai/fake", "--api-base", chain.url, "--workers", str(WORKERS), *extra,
+        preexec_fn=preexec,
     )  # fmt: skip
 
 
 def _resume_to_the_end(chain: Chain) -> None:
-    resumed = subprocess.run(
-        [*ABL, "resume", "latest", "--headless", "--db", str(chain.db)],
-        cwd=chain.folder,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-    )
+    resumed = run_abl(chain.folder, "resume", "latest", "--headless", "--db", str(chain.db))
     assert resumed.returncode == 0, resumed.stdout[-1500:] + resumed.stderr
     with contextlib.closing(sqlite3.connect(chain.db)) as db:
         run = db.execute("SELECT status, total, succeeded FROM runs").fetchone()
@@ -209,11 +198,7 @@ def _resume_to_the_end(chain: Chain) -> None:
 
 
 def _wait_for_answers(chain: Chain, proc: subprocess.Popen[str], count: int) -> None:
-    deadline = time.monotonic() + PROCESS_TIMEOUT
-    while chain.tail.poll() < count:
-        assert proc.poll() is None, "the run ended early"
-        assert time.monotonic() < deadline, f"no {count} answers"
-        time.sleep(0.005)
+    wait_until(proc, lambda: chain.tail.poll() >= count, f"{count} answers")
 
 
 def test_a_lock_held_past_the_end_stops_the_run_with_74_naming_the_locker(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from support import cli_env
-from test_cli_resume import ABL, PROCESS_TIMEOUT, read_ledger, simulator_process
+from support import PROCESS_TIMEOUT, count_rows, run_abl, start_abl, wait_until
+from test_cli_resume import read_ledger, simulator_process
 
 N_BIG = 40_000  # eight ingest transactions (5,000 rows each)
 PROMPT = "Classify this listing and answer with one word."
@@ -35,52 +35,23 @@ def _write_big_batch(folder: Path) -> Path:
     return path
 
 
-def _stored(db: Path) -> int:
-    """Items committed in the store now (read-only; 0 while there is no store or table)."""
-    if not db.exists():
-        return 0
-    with contextlib.suppress(sqlite3.Error):
-        uri = f"{db.resolve().as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as conn:
-            return int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
-    return 0
-
-
 def _signal_mid_ingest(proc: subprocess.Popen[str], db: Path, sig: int) -> int:
     """Freeze ``proc`` once part of the batch is stored, send ``sig``, let it go on; returns
     how many items were stored when it was frozen."""
     deadline = time.monotonic() + PROCESS_TIMEOUT
-    while (stored := _stored(db)) == 0:
+    while (stored := count_rows(db, "items")) == 0:
         assert proc.poll() is None, "the run ended before storing anything"
         assert time.monotonic() < deadline, "nothing was stored"
         time.sleep(0.001)
     proc.send_signal(signal.SIGSTOP)
-    stored = _stored(db)
+    stored = count_rows(db, "items")
     proc.send_signal(sig)
     proc.send_signal(signal.SIGCONT)
     return stored
 
 
-def _leased(db: Path) -> bool:
-    if not db.exists():
-        return False
-    with contextlib.suppress(sqlite3.Error):
-        uri = f"{db.resolve().as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as conn:
-            return bool(conn.execute("SELECT count(*) FROM leases").fetchone()[0])
-    return False
-
-
 def _run_big(folder: Path, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*ABL, "run", "big.jsonl", "--headless", "--db", "runs.db", *extra],
-        cwd=folder,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_abl(folder, "run", "big.jsonl", "--headless", "--db", "runs.db", *extra)
 
 
 def _items_by_status(db: Path) -> dict[str, int]:
@@ -124,15 +95,7 @@ def test_a_run_interrupted_while_stored_resumes_every_item_exactly_once(tmp_path
     out, err = proc.communicate(timeout=PROCESS_TIMEOUT)
     assert 0 < stored < N_BIG, f"frozen with {stored} items stored: not mid-ingest"
     assert proc.returncode == 143, f"{out[-1500:]}\n{err[-1500:]}"
-    resumed = subprocess.run(
-        [*ABL, "resume", "latest", "--headless", "--db", "runs.db"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-    )
+    resumed = run_abl(tmp_path, "resume", "latest", "--headless", "--db", "runs.db")
     assert resumed.returncode == 0, resumed.stdout[-1500:] + resumed.stderr
     with contextlib.closing(sqlite3.connect(tmp_path / "runs.db")) as conn:
         run = conn.execute("SELECT status, total, succeeded FROM runs").fetchone()
@@ -154,15 +117,7 @@ def test_an_edited_items_file_is_refused_on_resume_unless_told_to_ignore(tmp_pat
     batch.write_text("".join(lines[: N_BIG - 10]), encoding="utf-8")  # 10 items removed
 
     def resume(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*ABL, "resume", "latest", "--headless", "--db", "runs.db", *extra],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-        )
+        return run_abl(tmp_path, "resume", "latest", "--headless", "--db", "runs.db", *extra)
 
     refused = resume()
     assert refused.returncode == 2, refused.stdout[-1500:] + refused.stderr
@@ -184,25 +139,16 @@ def test_a_signal_while_waiting_for_another_owner_leaves_its_run_alone(tmp_path:
         "".join(json.dumps({"id": f"s{n}", "prompt": "[[sim:slow=30]]"}) + "\n" for n in range(2))
     )
     with simulator_process(tmp_path) as (url, _ledger):
-        owner = subprocess.Popen(
-            [*ABL, "run", "small.jsonl", "--headless", "--db", "runs.db", "--model",
-             "openai/fake", "--api-base", url, "--timeout", "60"],
-            cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL,
+        owner = start_abl(
+            tmp_path, "run", "small.jsonl", "--headless", "--db", "runs.db", "--model",
+            "openai/fake", "--api-base", url, "--timeout", "60",
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            deadline = time.monotonic() + PROCESS_TIMEOUT
-            while not _leased(tmp_path / "runs.db"):  # the owner has its run
-                assert owner.poll() is None and time.monotonic() < deadline
-                time.sleep(0.005)
-            waiter = subprocess.Popen(
-                [*ABL, "resume", "latest", "--wait", "--headless", "--db", "runs.db"],
-                cwd=tmp_path,
-                env=cli_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            db = tmp_path / "runs.db"
+            wait_until(owner, lambda: count_rows(db, "leases") > 0, "the owner's lease")
+            waiter = start_abl(
+                tmp_path, "resume", "latest", "--wait", "--headless", "--db", "runs.db"
             )
             assert waiter.stderr is not None
             seen = ""

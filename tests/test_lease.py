@@ -35,13 +35,11 @@ from async_batch_llm.store.lease import (
     pid_alive,
 )
 from async_batch_llm.testing import FakeStrategy
-from support import cli_env
+from support import PROCESS_TIMEOUT, count_rows, run_abl, start_abl, wait_until
 from test_cli_resume import (
-    ABL,
     ID_OF_PROMPT,
     ITEM_IDS,
     N_ITEMS,
-    PROCESS_TIMEOUT,
     Chain,
     read_ledger,
     simulator_process,
@@ -220,16 +218,12 @@ LEASE_WORKERS = 4
 SLOW = "latency_mean=0.03"  # 4 workers at ~30 ms: the run lasts a few seconds
 
 
-def _start(chain: Chain, *args: str, name: str) -> subprocess.Popen[bytes]:
+def _start(chain: Chain, *args: str, name: str) -> subprocess.Popen[str]:
     out = (chain.folder / f"{name}.out").open("wb")
     with out:
-        return subprocess.Popen(
-            [*ABL, *args, "--db", str(chain.db), "--headless"],
-            cwd=chain.folder,
-            env=cli_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        db = str(chain.db)
+        return start_abl(
+            chain.folder, *args, "--db", db, "--headless", stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -252,19 +246,11 @@ def _run_args(chain: Chain) -> list[str]:
     ]  # fmt: skip
 
 
-def _wait_until(proc: subprocess.Popen[bytes], ready: object, what: str) -> None:
-    deadline = time.monotonic() + PROCESS_TIMEOUT
-    while not ready():  # type: ignore[operator]
-        assert proc.poll() is None, f"the process ended before {what}"
-        assert time.monotonic() < deadline, f"no {what}"
-        time.sleep(0.005)
-
-
 def test_two_resumes_at_once_one_runs_the_other_is_refused(tmp_path: Path) -> None:
     with simulator_process(tmp_path, settings=SLOW) as (url, ledger_path):
         chain = Chain(tmp_path, url, ledger_path, random.Random(3))
         first = _start(chain, *_run_args(chain), name="run")
-        _wait_until(first, lambda: chain.tail.poll() >= 40, "40 answers")
+        wait_until(first, lambda: chain.tail.poll() >= 40, "40 answers")
         first.kill()
         first.wait(PROCESS_TIMEOUT)
         killed_at = len(read_ledger(ledger_path))
@@ -289,18 +275,10 @@ def test_a_resume_while_the_run_goes_is_refused_or_waits_for_it(tmp_path: Path) 
     with simulator_process(tmp_path, settings=SLOW) as (url, ledger_path):
         chain = Chain(tmp_path, url, ledger_path, random.Random(4))
         first = _start(chain, *_run_args(chain), name="run")
-        _wait_until(first, lambda: chain.tail.poll() >= 20, "20 answers")
-        refused = subprocess.run(
-            [*ABL, "resume", "latest", "--db", str(chain.db), "--headless"],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=PROCESS_TIMEOUT,
-        )
+        wait_until(first, lambda: chain.tail.poll() >= 20, "20 answers")
+        refused = run_abl(tmp_path, "resume", "latest", "--db", str(chain.db), "--headless")
         waiter = _start(chain, "resume", "latest", "--wait", name="waiter")
-        _wait_until(waiter, lambda: "waiting for run" in _output(chain, "waiter"), "waiting")
+        wait_until(waiter, lambda: "waiting for run" in _output(chain, "waiter"), "waiting")
         assert first.poll() is None, "the run ended before the waiter was seen waiting"
         assert first.wait(PROCESS_TIMEOUT) == 0, _output(chain, "run")[-2000:]
         assert waiter.wait(PROCESS_TIMEOUT) == 0, _output(chain, "waiter")[-2000:]
@@ -315,39 +293,17 @@ def test_a_run_left_by_a_killed_process_is_taken_over_at_once(tmp_path: Path) ->
     """SIGKILL leaves the lease behind; the pid is gone, so resume does not wait for the
     heartbeat to go stale."""
     chain = Chain(tmp_path, "http://127.0.0.1:9/v1", tmp_path / "ledger.jsonl", random.Random(1))
-    proc = subprocess.Popen(
-        [*ABL, "run", "batch.jsonl", "--dry-run", "--db", str(chain.db), "--headless"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait_until(proc, lambda: _lease_rows(chain.db) > 0, "a lease")
+    proc = start_abl(
+        tmp_path, "run", "batch.jsonl", "--dry-run", "--db", str(chain.db), "--headless",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_until(proc, lambda: count_rows(chain.db, "leases") > 0, "a lease")
     proc.send_signal(signal.SIGKILL)
     proc.wait(PROCESS_TIMEOUT)
-    resumed = subprocess.run(
-        [*ABL, "resume", "latest", "--db", str(chain.db), "--headless"],
-        cwd=tmp_path,
-        env=cli_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=PROCESS_TIMEOUT,
-    )
+    resumed = run_abl(tmp_path, "resume", "latest", "--db", str(chain.db), "--headless")
     assert resumed.returncode == 0, resumed.stdout[-1500:] + resumed.stderr
     check_run_completed(chain.db)
-    assert _lease_rows(chain.db) == 0, "the lease outlived its run"
-
-
-def _lease_rows(db: Path) -> int:
-    if not db.exists():
-        return 0
-    with contextlib.suppress(sqlite3.Error):
-        uri = f"{db.resolve().as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as conn:
-            return int(conn.execute("SELECT count(*) FROM leases").fetchone()[0])
-    return 0
+    assert count_rows(chain.db, "leases") == 0, "the lease outlived its run"
 
 
 def check_run_completed(db: Path) -> None:
