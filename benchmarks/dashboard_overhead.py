@@ -43,8 +43,8 @@ from typing import Any
 
 from abl_tui.app import DashboardApp
 from abl_tui.batchfile import BatchSpec
+from abl_tui.model import RunModel
 from abl_tui.runner import Runner, RunPlan
-from abl_tui.session import Dashboard
 
 DRAIN_SECONDS = 0.25
 
@@ -99,7 +99,7 @@ def make_runner(folder: Path, items: Path, tag: str, workers: int) -> Runner:
 def run_headless(folder: Path, items: Path, count: int, tag: str, workers: int) -> Timing:
     """(a) The runner with the UI side reduced to draining into a RunState."""
     runner = make_runner(folder, items, tag, workers)
-    dashboard, phase = Dashboard(), PhaseClock()
+    dashboard, phase = RunModel(), PhaseClock()
     started = time.perf_counter()
     runner.start()
     runner.wait_ready()
@@ -128,10 +128,10 @@ async def run_dashboard(folder: Path, items: Path, count: int, tag: str, workers
     app = TimedDashboard(runner)
     started = time.perf_counter()
     async with app.run_test(size=(120, 40)) as pilot:
-        while not app.dashboard.ended:
+        while not app.model.ended:
             await pilot.pause(0.1)
         wall = time.perf_counter() - started
-        assert app.dashboard.state.succeeded == count, app.dashboard.state.succeeded
+        assert app.model.state.succeeded == count, app.model.state.succeeded
     runner.join()
     return app.phase.timing(count, wall)
 

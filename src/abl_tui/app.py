@@ -118,11 +118,6 @@ class DashboardApp(App[None]):
         """The run as folded so far (a new one after switching runs)."""
         return self._model
 
-    @property
-    def dashboard(self) -> RunModel:
-        """Transitional name of :attr:`model`, kept for benchmarks/dashboard_overhead.py."""
-        return self._model
-
     # ------------------------------------------------------------------ lifecycle
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
