@@ -642,7 +642,9 @@ def test_credentials_in_an_api_base_are_refused_never_echoed(tmp_path: Path) -> 
     bad = error_of(lambda: BatchSpec(items="a", model="o/x").merged(api_base="ftp://u:Pw1234567@h"))
     assert "Pw1234567" not in str(bad) and "ftp://***@h" in str(bad)
     # On the command line too: the run's settings are stored, and the URL with them.
-    flag = error_of(lambda: BatchSpec(items="a", model="o/x").merged(api_base="https://me:pw@gw/v1"))
+    flag = error_of(
+        lambda: BatchSpec(items="a", model="o/x").merged(api_base="https://me:pw@gw/v1")
+    )
     assert "credentials" in str(flag) and "me:pw" not in str(flag)
 
 
