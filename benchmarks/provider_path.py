@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from servers import listening_process  # a sibling script: its folder is on sys.path
 
 from async_batch_llm import (
     LiteLLMStrategy,
@@ -61,20 +62,8 @@ def simulator_process(*extra: str, ledger: Path | None = None) -> Iterator[Simul
     """Run ``python -m async_batch_llm.simulator --port 0 ...`` until the block ends."""
     command = [sys.executable, "-m", "async_batch_llm.simulator", "--port", "0"]
     command += [*extra, *(["--ledger", str(ledger)] if ledger else [])]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the simulator did not start: {line!r}")
-        yield Simulator(process, line.removeprefix("listening on "), ledger)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with listening_process(command) as (process, base_url):
+        yield Simulator(process, base_url, ledger)
 
 
 # --- (a) throughput -------------------------------------------------------------------------
@@ -113,7 +102,8 @@ async def engine_run(base_url: str, items: int, workers: int) -> float:
     """The engine with ``LiteLLMStrategy`` over the same calls; returns items/s."""
     strategy = LiteLLMStrategy(MODEL, api_base=base_url, api_key=API_KEY, transport="litellm")
     config = ProcessorConfig(max_workers=workers, timeout_per_item=TIMEOUT)
-    async with ParallelBatchProcessor(config=config) as processor:
+    processor: ParallelBatchProcessor[str, Any, None] = ParallelBatchProcessor(config=config)
+    async with processor:
         await strategy.prepare()  # the import is paid before the clock starts, as for bare
         for i in range(items):
             await processor.add_work(LLMWorkItem(f"e{i}", strategy, f"engine item {i}"))
@@ -175,7 +165,10 @@ async def pacing(rpm: int, engine_rpm: int, window: float, seconds: float, worke
                 retry=RetryConfig(max_attempts=3, initial_wait=0.1, max_wait=1.0),
                 rate_limit=RateLimitConfig(slow_start_items=0),
             )
-            async with ParallelBatchProcessor(config=config) as processor:
+            processor: ParallelBatchProcessor[str, Any, None] = ParallelBatchProcessor(
+                config=config
+            )
+            async with processor:
                 await strategy.prepare()
                 for i in range(items):
                     await processor.add_work(LLMWorkItem(f"p{i}", strategy, f"paced item {i}"))

@@ -38,6 +38,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from servers import listening_process  # a sibling script: its folder is on sys.path
+
 MODEL = "openai/gpt-4o-mini"
 KEY = "bench-key-0000"
 
@@ -102,20 +104,8 @@ def server_process(kind: str, latency: float) -> Iterator[str]:
     else:
         command = [sys.executable, "-m", "async_batch_llm.simulator", "--port", "0"]
         command += ["--profile", "fast", "--set", f"latency_mean={latency}"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the server did not start: {line!r}")
-        yield line.removeprefix("listening on ")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with listening_process(command) as (_, base_url):
+        yield base_url
 
 
 # --- the clients ------------------------------------------------------------------------------
