@@ -860,15 +860,16 @@ class ParallelBatchProcessor(
 
     async def _before_process(self, item: Item) -> Item | None:
         """Each middleware's ``before_process`` in order; None: a middleware skips the item."""
-        work: Item | None = item
+        work = item
         for middleware in self.middlewares:
             try:
-                work = await middleware.before_process(work)  # type: ignore[arg-type]
+                changed = await middleware.before_process(work)
             except Exception:
                 logger.exception("middleware %r before_process failed; skipped", middleware)
                 continue
-            if work is None:
+            if changed is None:
                 return None
+            work = changed
         return work
 
     # ----------------------------------------------------------------- outcomes

@@ -7,6 +7,7 @@ users match on them; the checks are a little stricter (booleans and non-integers
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 
 def _check(ok: bool, message: str) -> None:
@@ -14,7 +15,8 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
+    """A real number (``bool`` is an ``int`` to Python, not to a config)."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -207,6 +209,6 @@ class ProcessorConfig:
 
 def _positive(name: str, value: object, advice: str) -> None:
     _check(
-        _number(value) and value > 0,  # type: ignore[operator]
+        _number(value) and value > 0,
         f"{name} must be > 0 (got {value!r}). {advice}".rstrip(),
     )
