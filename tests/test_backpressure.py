@@ -21,7 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from async_batch_llm import LLMCallStrategy, LLMWorkItem, ParallelBatchProcessor, ProcessorConfig
+from async_batch_llm import (
+    LLMCallStrategy,
+    LLMWorkItem,
+    ParallelBatchProcessor,
+    ProcessorConfig,
+    TokenUsage,
+)
 from async_batch_llm.store import RunStore
 from async_batch_llm.store.diagnose import describe_write_error, lock_holders
 from support import PROCESS_TIMEOUT, run_abl, start_abl, wait_until
@@ -97,7 +103,7 @@ class PaidStrategy(LLMCallStrategy[str]):
 
     async def execute(
         self, prompt: str, attempt: int, timeout: float, state: Any = None
-    ) -> tuple[str, dict[str, int]]:
+    ) -> tuple[str, TokenUsage]:
         self.in_flight += 1
         try:
             await asyncio.sleep(0.003)
