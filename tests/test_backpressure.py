@@ -30,9 +30,9 @@ from async_batch_llm import (
 )
 from async_batch_llm.store import RunStore
 from async_batch_llm.store.diagnose import describe_write_error, lock_holders
+from crash_support import ID_OF_PROMPT, N_ITEMS, Chain, read_ledger
+from crash_support import simulator_process as simulator
 from support import PROCESS_TIMEOUT, run_abl, start_abl, wait_until
-from test_cli_resume import ID_OF_PROMPT, N_ITEMS, Chain, read_ledger
-from test_cli_resume import simulator_process as simulator
 
 WORKERS = 4
 LIMIT = max(1, WORKERS // 2)  # abl_tui.runner.unsettled_limit(WORKERS)

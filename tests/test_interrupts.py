@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from crash_support import read_ledger, simulator_process
 from support import PROCESS_TIMEOUT, count_rows, run_abl, start_abl, wait_until
-from test_cli_resume import read_ledger, simulator_process
 
 N_BIG = 40_000  # eight ingest transactions (5,000 rows each)
 PROMPT = "Classify this listing and answer with one word."

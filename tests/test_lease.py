@@ -35,8 +35,7 @@ from async_batch_llm.store.lease import (
     pid_alive,
 )
 from async_batch_llm.testing import FakeStrategy
-from support import PROCESS_TIMEOUT, count_rows, run_abl, start_abl, wait_until
-from test_cli_resume import (
+from crash_support import (
     ID_OF_PROMPT,
     ITEM_IDS,
     N_ITEMS,
@@ -44,6 +43,7 @@ from test_cli_resume import (
     read_ledger,
     simulator_process,
 )
+from support import PROCESS_TIMEOUT, count_rows, run_abl, start_abl, wait_until
 
 
 @pytest.fixture
