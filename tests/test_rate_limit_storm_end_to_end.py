@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,10 @@ async def _storm(base: str, recorder: EventRecorder) -> list[bool]:
             slow_start_final_delay=0.002,
         ),
     )  # fmt: skip
-    async with ParallelBatchProcessor(config=config, observers=[recorder]) as processor:
+    processor: ParallelBatchProcessor[Any, str, Any] = ParallelBatchProcessor(
+        config=config, observers=[recorder]
+    )
+    async with processor:
         for n in range(20):
             await processor.add_work(LLMWorkItem(f"s{n}", strategy, f"storm {n} STORM"))
         batch = await processor.process_all()
