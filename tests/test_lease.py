@@ -188,6 +188,10 @@ async def test_a_v2_store_gains_the_lease_table(tmp_path: Path) -> None:
     async with await RunStore.open(path) as created:
         run_id = await _run_with_items(created)
     with sqlite3.connect(path) as db:  # back to schema v2
+        for column in ("status", "rate_limits", "prompt", "parameters"):  # v4's
+            db.execute(f"ALTER TABLE attempts DROP COLUMN {column}")
+        db.execute("DROP TABLE provider_batches")
+        db.execute("DROP TABLE provider_batch_items")
         db.execute("DROP TABLE leases")
         db.execute("ALTER TABLE runs DROP COLUMN note")
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")

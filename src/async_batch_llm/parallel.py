@@ -33,6 +33,7 @@ from .base import (
     TOutput,
     WorkItemResult,
 )
+from .core.attempt_report import failure_facts, limits_snapshot
 from .core.calls import CallOutcome, read_return, start_call, tell_error
 from .core.clock import SYSTEM_CLOCK, Clock
 from .core.config import ProcessorConfig
@@ -42,6 +43,7 @@ from .core.item_run import ItemRun
 from .core.pacing import Pacer
 from .middleware.base import Middleware
 from .observers.base import ProcessorObserver
+from .observers.payloads import ItemCompleted, ItemFailed, ItemRetry, RateLimitHit
 from .strategies.errors import (
     DefaultErrorClassifier,
     ErrorClassifier,
@@ -629,8 +631,9 @@ class ParallelBatchProcessor(
         self._settle_pacer(estimate, outcome.usage)
         run.add_usage(outcome.usage)
         metadata = outcome.metadata
+        limits = None
         if metadata is not None:
-            self._read_metadata(run, metadata)
+            limits = self._read_metadata(run, metadata)
         if self._cooldowns.consecutive:
             self._cooldowns.succeeded()
         item = run.item
@@ -656,15 +659,17 @@ class ParallelBatchProcessor(
             )
         if self.middlewares:
             result = await self._after_process(result)
-        self._emit_completed(result, run.worker_id)
+        self._emit_completed(result, run.worker_id, limits)
         return result
 
-    def _read_metadata(self, run: ItemRun, metadata: dict[str, Any]) -> None:
-        """What a successful call's metadata tells: the provider's limits, the call's cost."""
+    def _read_metadata(self, run: ItemRun, metadata: dict[str, Any]) -> Any:
+        """What a successful call's metadata tells: the provider's limits (returned, None
+        when it declared none), the call's cost."""
         limits = metadata.get("rate_limits")
         if limits is not None:
             self._learn_limits(limits)
         run.add_cost(metadata.get("cost"))
+        return limits
 
     async def _after_failure(
         self,
@@ -683,6 +688,7 @@ class ParallelBatchProcessor(
         limits = getattr(error, "rate_limits", None)
         if limits is not None:
             self._learn_limits(limits)
+        run.status, run.limits = failure_facts(error)
         info = self._classify(work.strategy, error)
         if self.config.enable_detailed_logging:
             logger.debug(
@@ -714,15 +720,18 @@ class ParallelBatchProcessor(
         run.counted -= 1
         self._stats.rate_limit_count += 1
         if (emit := self._emit.rate_limit_hit) is not None:
-            emit(
-                {
-                    "item_id": run.item.item_id,
-                    "worker_id": run.worker_id,
-                    "attempt": run.attempts,
-                    "error": _describe(error),
-                    "suggested_wait": info.suggested_wait,
-                }
-            )
+            hit: RateLimitHit = {
+                "item_id": run.item.item_id,
+                "worker_id": run.worker_id,
+                "attempt": run.attempts,
+                "error": _describe(error),
+                "suggested_wait": info.suggested_wait,
+            }
+            if run.status is not None:
+                hit["status"] = run.status
+            if run.limits is not None:
+                hit["rate_limits"] = run.limits
+            emit(hit)
         budget = self.config.rate_limit.max_rate_limit_retries
         if run.rate_limited > budget:
             too_many = RateLimitRetriesExceeded(
@@ -746,18 +755,21 @@ class ParallelBatchProcessor(
         wait = 0.0 if info.error_category == "validation_error" else self._backoff(run.counted + 1)
         self._stats.retry_count += 1
         if (emit := self._emit.item_retry) is not None:
-            emit(
-                {
-                    "item_id": run.item.item_id,
-                    "worker_id": run.worker_id,
-                    "attempt": run.attempts,
-                    "wait": wait,
-                    "error_type": type(error).__name__,
-                    "error_category": info.error_category,
-                    "error": _describe(error),
-                    "tokens": used,
-                }
-            )
+            retry: ItemRetry = {
+                "item_id": run.item.item_id,
+                "worker_id": run.worker_id,
+                "attempt": run.attempts,
+                "wait": wait,
+                "error_type": type(error).__name__,
+                "error_category": info.error_category,
+                "error": _describe(error),
+                "tokens": used,
+            }
+            if run.status is not None:
+                retry["status"] = run.status
+            if run.limits is not None:
+                retry["rate_limits"] = run.limits
+            emit(retry)
         if wait > 0:
             await self._clock.sleep(wait)
         return None
@@ -910,20 +922,23 @@ class ParallelBatchProcessor(
                 input_index=run.index,
             )
         if (emit := self._emit.item_failed) is not None:
-            emit(
-                {
-                    "item_id": run.item.item_id,
-                    "worker_id": run.worker_id,
-                    "error": result.error,
-                    "error_type": "ItemSkipped" if error is None else type(error).__name__,
-                    "error_category": result.error_category or category,
-                    "attempts": run.attempts,
-                    "duration": result.duration,
-                    "tokens": result.token_usage,
-                    "cost": result.cost,
-                    "result": result,
-                }
-            )
+            failed: ItemFailed = {
+                "item_id": run.item.item_id,
+                "worker_id": run.worker_id,
+                "error": result.error,
+                "error_type": "ItemSkipped" if error is None else type(error).__name__,
+                "error_category": result.error_category or category,
+                "attempts": run.attempts,
+                "duration": result.duration,
+                "tokens": result.token_usage,
+                "cost": result.cost,
+                "result": result,
+            }
+            if run.status is not None:
+                failed["status"] = run.status
+            if run.limits is not None:
+                failed["rate_limits"] = run.limits
+            emit(failed)
         return result
 
     async def _middleware_result(self, item: Item, error: BaseException | None) -> Result | None:
@@ -940,19 +955,21 @@ class ParallelBatchProcessor(
                 return result
         return None
 
-    def _emit_completed(self, result: Result, worker_id: int) -> None:
+    def _emit_completed(self, result: Result, worker_id: int, limits: Any = None) -> None:
+        """``ITEM_COMPLETED``, with the provider's rate-limit snapshot when it sent one."""
         if (emit := self._emit.item_completed) is not None:
-            emit(
-                {
-                    "item_id": result.item_id,
-                    "worker_id": worker_id,
-                    "duration": result.duration,
-                    "attempts": result.attempts,
-                    "tokens": result.token_usage,
-                    "cost": result.cost,
-                    "result": result,
-                }
-            )
+            completed: ItemCompleted = {
+                "item_id": result.item_id,
+                "worker_id": worker_id,
+                "duration": result.duration,
+                "attempts": result.attempts,
+                "tokens": result.token_usage,
+                "cost": result.cost,
+                "result": result,
+            }
+            if limits is not None and (snapshot := limits_snapshot(limits)) is not None:
+                completed["rate_limits"] = snapshot
+            emit(completed)
 
     def _count(self, result: Result) -> None:
         """Add one result to the run's counters."""

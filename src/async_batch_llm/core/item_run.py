@@ -25,6 +25,9 @@ class ItemRun:
     output_tokens: int = 0
     cached_tokens: int = 0
     cost: float | None = None  # None: no attempt was priced
+    #: The last failed attempt's HTTP status and rate-limit snapshot (None: it had none).
+    status: int | None = None
+    limits: dict[str, Any] | None = None
 
     def add_usage(self, usage: Mapping[str, Any] | None) -> None:
         """Add one attempt's tokens (failed attempts are billed too)."""

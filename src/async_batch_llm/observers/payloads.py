@@ -10,7 +10,7 @@ supersets of the reference keys).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from .base import ProcessingEvent
 
@@ -70,6 +70,8 @@ class ItemCompleted(TypedDict):
     tokens: TokenUsage  # every attempt's tokens, failed ones included
     cost: float | None  # None: unknown
     result: WorkItemResult[Any, Any]
+    #: The provider's rate-limit snapshot on the successful answer, when it sent one.
+    rate_limits: NotRequired[dict[str, Any]]
 
 
 class ItemFailed(TypedDict):
@@ -85,6 +87,10 @@ class ItemFailed(TypedDict):
     tokens: TokenUsage
     cost: float | None
     result: WorkItemResult[Any, Any]
+    #: The failed attempt's HTTP status and the provider's rate-limit snapshot on it
+    #: (absent when the attempt had none: no HTTP call, or the provider sent no headers).
+    status: NotRequired[int]
+    rate_limits: NotRequired[dict[str, Any]]
 
 
 class ItemRetry(TypedDict):
@@ -98,6 +104,10 @@ class ItemRetry(TypedDict):
     error_category: str
     error: str
     tokens: dict[str, int] | None  # what the failed attempt still used, if it said
+    #: The failed attempt's HTTP status and the provider's rate-limit snapshot on it
+    #: (absent when the attempt had none: no HTTP call, or the provider sent no headers).
+    status: NotRequired[int]
+    rate_limits: NotRequired[dict[str, Any]]
 
 
 class RateLimitHit(TypedDict):
@@ -108,6 +118,10 @@ class RateLimitHit(TypedDict):
     attempt: int
     error: str
     suggested_wait: float | None  # what the provider (or the classifier) suggested
+    #: The rate-limited attempt's HTTP status and the provider's rate-limit snapshot on it
+    #: (absent when the attempt had none: no HTTP call, or the provider sent no headers).
+    status: NotRequired[int]
+    rate_limits: NotRequired[dict[str, Any]]
 
 
 class CooldownStarted(TypedDict):

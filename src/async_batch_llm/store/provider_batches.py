@@ -5,7 +5,9 @@ aiosqlite connection it is given (the run store's, or one of its own with :meth:
 Each method is one short write transaction, committed before it returns, so a process
 killed at any instant leaves either the state before or the state after. The primary key
 ``(run_id, item_id)`` of ``provider_batch_items`` is what makes an item belong to one
-chunk at most. :data:`DDL` is meant to move into the store's schema (``store/schema.py``).
+chunk at most. Its tables are part of the store's schema (``schema.PROVIDER_BATCHES_DDL``,
+re-exported here as :data:`DDL`); :meth:`SqliteBatchJournal.setup` still creates them in a
+file that lacks them (a journal of its own, or a store not yet upgraded).
 """
 
 from __future__ import annotations
@@ -20,45 +22,11 @@ from typing import Any
 import aiosqlite
 
 from ..batch_api.journal import ChunkRecord
+from .schema import PROVIDER_BATCHES_DDL as DDL
 from .schema import WRITER_PRAGMAS
 
 __all__ = ["DDL", "SqliteBatchJournal", "read_chunks"]
 
-DDL = """
-CREATE TABLE IF NOT EXISTS provider_batches (
-    run_id TEXT NOT NULL,
-    chunk_id TEXT NOT NULL PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    provider TEXT NOT NULL,
-    model TEXT NOT NULL,
-    request_count INTEGER NOT NULL,
-    request_bytes INTEGER NOT NULL,
-    planned_at REAL NOT NULL,
-    state TEXT NOT NULL CHECK (state IN
-        ('planned', 'uploaded', 'submitted', 'cancelling', 'ended', 'released')),
-    input_file_id TEXT,
-    batch_id TEXT,
-    submitted_at REAL,
-    expires_at REAL,
-    deadline_at REAL,
-    provider_status TEXT,
-    succeeded INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0,
-    cancel_requested_at REAL,
-    ended_at REAL,
-    updated_at REAL
-);
-CREATE INDEX IF NOT EXISTS provider_batches_run ON provider_batches (run_id, seq);
-CREATE TABLE IF NOT EXISTS provider_batch_items (
-    run_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    chunk_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    PRIMARY KEY (run_id, item_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS provider_batch_items_chunk
-    ON provider_batch_items (chunk_id, position);
-"""
 
 _CHUNK_FIELDS = (
     "chunk_id",

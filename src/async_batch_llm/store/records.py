@@ -46,7 +46,9 @@ class RunSummary:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One attempt of an item: when, how long, and how it ended (None while under way)."""
+    """One attempt of an item: when, how long, and how it ended (None while under way), its
+    HTTP status and the provider's rate-limit snapshot (when it had them), and for a replay
+    what it sent (None: the item's own prompt, the run's settings)."""
 
     attempt: int
     started_at: float | None
@@ -56,6 +58,10 @@ class AttemptRecord:
     error: str | None
     error_category: str | None
     wait: float | None
+    status: int | None = None
+    rate_limits: dict[str, Any] | None = None
+    prompt: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +132,10 @@ ITEM_COLUMNS = (
     "finished_at, duration"
 )
 
-ATTEMPT_COLUMNS = "attempt, started_at, ended_at, duration, outcome, error, error_category, wait"
+ATTEMPT_COLUMNS = (
+    "attempt, started_at, ended_at, duration, outcome, error, error_category, wait, status, "
+    "rate_limits, prompt, parameters"
+)
 
 
 def run_from_row(row: sqlite3.Row | tuple[Any, ...]) -> RunSummary:
@@ -182,4 +191,18 @@ def item_from_row(
 
 def attempt_from_row(row: sqlite3.Row | tuple[Any, ...]) -> AttemptRecord:
     """An :class:`AttemptRecord` from a row selected with :data:`ATTEMPT_COLUMNS`."""
-    return AttemptRecord(*row)
+    limits, parameters = from_json(row[9]), from_json(row[11])
+    return AttemptRecord(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        limits if isinstance(limits, dict) else None,
+        row[10],
+        parameters if isinstance(parameters, dict) else None,
+    )

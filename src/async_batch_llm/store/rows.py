@@ -17,6 +17,7 @@ logged and skipped, so one strange result can never block every later commit.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -35,9 +36,13 @@ RUN_STARTED = "started"
 RUN_COMPLETED = "completed"
 
 #: Values per row: running ``(item_id, new, attempts, session start)``; final (see
-#: :func:`_final_row`); attempt ``(item_id, engine attempt, started, ended, outcome,
-#: error, category, wait)``.
-RUNNING_WIDTH, FINAL_WIDTH, ATTEMPT_WIDTH = 4, 13, 8
+#: :func:`_fold_final`); attempt ``(item_id, engine attempt, started, ended, outcome,
+#: error, category, wait, status, rate limits JSON, replayed prompt, replayed parameters
+#: JSON)``.
+RUNNING_WIDTH, FINAL_WIDTH, ATTEMPT_WIDTH = 4, 13, 12
+
+#: What a replay sent, by item id, until its session ends: ``(prompt, parameters JSON)``.
+Requests = dict[str, tuple[str | None, str | None]]
 
 
 #: One event as the store's observer keeps it until the next fold: ``(kind, payload, the
@@ -65,6 +70,10 @@ class _Attempt:
     error: str | None = None
     category: str | None = None
     wait: float | None = None
+    status: int | None = None  # the HTTP status of a failed attempt, when it had one
+    limits: str | None = None  # the provider's rate-limit snapshot (JSON)
+    prompt: str | None = None  # a replay's own prompt (None: the item's)
+    parameters: str | None = None  # a replay's own parameters (JSON; None: the run's)
 
 
 class Segment:
@@ -94,7 +103,8 @@ class Segment:
         attempts: list[Any] = []
         for (item_id, number), row in self.attempts.items():
             attempts += (item_id, number, row.started, row.ended, row.outcome)
-            attempts += (row.error, row.category, row.wait)
+            attempts += (row.error, row.category, row.wait, row.status, row.limits)
+            attempts += (row.prompt, row.parameters)
         return running, self.succeeded, self.failed, attempts
 
     def close_attempt(self, item_id: str, number: int, ended: _Attempt) -> None:
@@ -110,11 +120,18 @@ class Segment:
 class _Folding:
     """Segments being folded into: the last one takes new events."""
 
-    __slots__ = ("segment", "segments")
+    __slots__ = ("requests", "segment", "segments")
 
-    def __init__(self, segments: list[Segment]) -> None:
+    def __init__(self, segments: list[Segment], requests: Requests) -> None:
         self.segments = segments
         self.segment = segments[-1]
+        self.requests = requests
+
+    def replayed(self, item_id: str, ended: _Attempt) -> None:
+        """Mark an attempt of a replay with what it sent (a no-op for every other item)."""
+        request = self.requests.get(item_id)
+        if request is not None:
+            ended.prompt, ended.parameters = request
 
     def next_segment(self) -> Segment:
         """Start a new segment: an item begins a new session within this flush."""
@@ -123,13 +140,19 @@ class _Folding:
         return self.segment
 
 
-def fold(events: Iterable[Event], segments: list[Segment] | None = None) -> list[Segment]:
+def fold(
+    events: Iterable[Event],
+    segments: list[Segment] | None = None,
+    requests: Requests | None = None,
+) -> list[Segment]:
     """Fold events, in order, into segments of merged rows; returns the segments.
 
     Given ``segments`` (what earlier events were folded into), folding goes on from the
     last of them: folding a run of events in pieces gives the same rows as all at once.
+    ``requests`` holds what replays sent (see ``StoreObserver.note_request``): their
+    attempts record it, and an item's entry goes once its session ends.
     """
-    folding = _Folding(segments or [Segment()])
+    folding = _Folding(segments or [Segment()], {} if requests is None else requests)
     skipped = 0
     for kind, payload, at in events:
         folder = _FOLDERS.get(kind)
@@ -212,9 +235,13 @@ def _fold_final(
     rows = segment.succeeded if outcome == "ok" else segment.failed
     rows += (item_id, int(new), highest, start, text, second, *usage)
     rows += (0 if cost is None else 1, 0.0 if cost is None else cost, now, duration)
-    if count and (count != 1 or opened is None or outcome != "ok"):
+    replay = folding.requests.pop(item_id, None) if folding.requests else None
+    if count and (count != 1 or opened is None or outcome != "ok" or replay is not None):
         error, category = (None, None) if outcome == "ok" else (text, second)
         ended = _Attempt(opened, now, outcome, error, _text(category))
+        _attempt_facts(ended, data)
+        if replay is not None:
+            ended.prompt, ended.parameters = replay
         segment.close_attempt(item_id, count, ended)
 
 
@@ -222,13 +249,29 @@ def _fold_retry(folding: _Folding, data: p.ItemRetry, now: float) -> None:
     category = _text(data.get("error_category"))
     ended = _Attempt(None, now, "retry", _error(data.get("error")), category)
     ended.wait = _real(data.get("wait"))
+    _attempt_facts(ended, data)
+    if folding.requests:
+        folding.replayed(data["item_id"], ended)
     _end_attempt(folding.segment, data["item_id"], data.get("attempt", 1), ended)
 
 
 def _fold_rate_limit(folding: _Folding, data: p.RateLimitHit, now: float) -> None:
     ended = _Attempt(None, now, "rate_limited", _error(data.get("error")), "rate_limit")
     ended.wait = _real(data.get("suggested_wait"))
+    _attempt_facts(ended, data)
+    if folding.requests:
+        folding.replayed(data["item_id"], ended)
     _end_attempt(folding.segment, data["item_id"], data.get("attempt", 1), ended)
+
+
+def _attempt_facts(ended: _Attempt, data: Mapping[str, Any]) -> None:
+    """The attempt's HTTP status and rate-limit snapshot, when its event carries them."""
+    status = data.get("status")
+    if type(status) is int:
+        ended.status = status
+    limits = data.get("rate_limits")
+    if limits:
+        ended.limits = _limits_json(limits)
 
 
 def _end_attempt(segment: Segment, item_id: str, attempt: int, ended: _Attempt) -> None:
@@ -296,6 +339,14 @@ def _error(value: Any) -> str | None:
     """An error's text without any key a provider echoed: the last gate before the disk."""
     text = _text(value)
     return None if text is None else redact(text)
+
+
+def _limits_json(limits: Any) -> str | None:
+    """A rate-limit snapshot as JSON text (numbers only; None when it cannot be written)."""
+    try:
+        return json.dumps(dict(limits), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
 
 
 def _text(value: Any) -> str | None:

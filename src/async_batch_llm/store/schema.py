@@ -18,7 +18,7 @@ from .errors import StoreError
 #: The ``meta`` row that marks a SQLite file as a run store.
 APP_ID = "async_batch_llm.run_store"
 #: The schema this code writes. Files from a newer version are refused, older ones migrated.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 RUN_STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 ITEM_STATUSES = ("pending", "running", "succeeded", "failed", "interrupted")
@@ -96,6 +96,54 @@ CREATE TABLE leases (
 );
 """
 
+#: The provider batch journal (:mod:`.provider_batches`): a run's batches (chunks) and which
+#: items each holds. ``IF NOT EXISTS``: journals made these tables before they joined the schema.
+PROVIDER_BATCHES_DDL = """
+CREATE TABLE IF NOT EXISTS provider_batches (
+    run_id TEXT NOT NULL,
+    chunk_id TEXT NOT NULL PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    request_count INTEGER NOT NULL,
+    request_bytes INTEGER NOT NULL,
+    planned_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN
+        ('planned', 'uploaded', 'submitted', 'cancelling', 'ended', 'released')),
+    input_file_id TEXT,
+    batch_id TEXT,
+    submitted_at REAL,
+    expires_at REAL,
+    deadline_at REAL,
+    provider_status TEXT,
+    succeeded INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    cancel_requested_at REAL,
+    ended_at REAL,
+    updated_at REAL
+);
+CREATE INDEX IF NOT EXISTS provider_batches_run ON provider_batches (run_id, seq);
+CREATE TABLE IF NOT EXISTS provider_batch_items (
+    run_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    chunk_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (run_id, item_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS provider_batch_items_chunk
+    ON provider_batch_items (chunk_id, position);
+"""
+
+# What v4 added to an attempt: its HTTP status, the provider's rate-limit snapshot (JSON) and,
+# for a replay with an edited prompt or parameters, what was sent (NULL: the item's own prompt
+# and the run's settings).
+_ATTEMPT_V4_COLUMNS = """
+ALTER TABLE attempts ADD COLUMN status INTEGER;
+ALTER TABLE attempts ADD COLUMN rate_limits TEXT;
+ALTER TABLE attempts ADD COLUMN prompt TEXT;
+ALTER TABLE attempts ADD COLUMN parameters TEXT;
+"""
+
 #: The current schema, as a fresh file gets it.
 CREATE_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -145,7 +193,9 @@ CREATE TABLE items (
 CREATE INDEX items_status ON items (run_id, status) WHERE status <> 'succeeded';
 CREATE UNIQUE INDEX items_order ON items (run_id, idx);
 {_ATTEMPTS_TABLE}
+{_ATTEMPT_V4_COLUMNS}
 {_LEASES_TABLE}
+{PROVIDER_BATCHES_DDL}
 """
 
 # v1 -> v2: v1 had no cached tokens or cost and no attempt history; totals are recounted.
@@ -171,8 +221,16 @@ ALTER TABLE runs ADD COLUMN note TEXT;
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
 """
 
+# v3 -> v4: each attempt's status, rate-limit snapshot and replayed request; the provider
+# batch journal's tables join the schema (a v3 file may have them already: IF NOT EXISTS).
+_MIGRATE_3_TO_4 = f"""
+{_ATTEMPT_V4_COLUMNS}
+{PROVIDER_BATCHES_DDL}
+UPDATE meta SET value = '4' WHERE key = 'schema_version';
+"""
+
 #: ``MIGRATIONS[n]`` upgrades a version-``n`` file to version ``n + 1``.
-MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3}
+MIGRATIONS: dict[int, str] = {1: _MIGRATE_1_TO_2, 2: _MIGRATE_2_TO_3, 3: _MIGRATE_3_TO_4}
 
 
 def check_file(path: Path, *, readonly: bool) -> None:

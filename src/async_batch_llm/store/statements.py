@@ -51,7 +51,10 @@ _SUCCEEDED_CONSTANTS = {"status": "'succeeded'", "error": "NULL", "category": "N
 _FAILED_CONSTANTS = {"status": "'failed'", "output": "NULL", "output_json": "0"}
 #: Where a final row holds its input/output/cached tokens, whether it is priced, its cost.
 TIN, TOUT, TCACHED, PRICED, COST = range(6, 11)
-ATTEMPT_FIELDS = ("item_id", "attempt", "started", "ended", "outcome", "error", "category", "wait")
+ATTEMPT_FIELDS = (
+    "item_id", "attempt", "started", "ended", "outcome", "error", "category", "wait",
+    "status", "limits", "prompt", "parameters",
+)  # fmt: skip
 assert len(SUCCEEDED_FIELDS) == len(FAILED_FIELDS) == FINAL_WIDTH
 assert (len(RUNNING_FIELDS), len(ATTEMPT_FIELDS)) == (RUNNING_WIDTH, ATTEMPT_WIDTH)
 
@@ -107,15 +110,32 @@ ON CONFLICT (run_id, item_id, attempt) DO UPDATE SET
   error_category = CASE WHEN attempts.outcome IS NULL THEN excluded.error_category
                         ELSE attempts.error_category END,
   wait = CASE WHEN attempts.outcome IS NULL THEN excluded.wait ELSE attempts.wait END,
+  status = CASE WHEN attempts.outcome IS NULL THEN excluded.status ELSE attempts.status END,
+  rate_limits = CASE WHEN attempts.outcome IS NULL THEN excluded.rate_limits
+                     ELSE attempts.rate_limits END,
+  prompt = COALESCE(attempts.prompt, excluded.prompt),
+  parameters = COALESCE(attempts.parameters, excluded.parameters),
   outcome = COALESCE(attempts.outcome, excluded.outcome)"""
 
 _ATTEMPT_VALUES = (
     "items.run_id, items.item_id, items.attempt_base + {attempt}, {started}, {ended}, "
-    "{ended} - {started}, {outcome}, {error}, {category}, {wait}"
+    "{ended} - {started}, {outcome}, {error}, {category}, {wait}, {status}, {limits}, "
+    "{prompt}, {parameters}"
 )
 _ATTEMPT_INSERT = (
     "INSERT INTO attempts (run_id, item_id, attempt, started_at, ended_at, duration, "
-    "outcome, error, error_category, wait) "
+    "outcome, error, error_category, wait, status, rate_limits, prompt, parameters) "
+)
+
+# A succeeded item sent again (a replay) starts a new session: the attempt that succeeded
+# keeps a row of its own first, if it had none (see rows.fold: a first attempt that succeeded
+# is told by the item row alone, which the new session overwrites). ``v.column2``: "new".
+KEEP_SUCCESS_SQL = (
+    "INSERT OR IGNORE INTO attempts (run_id, item_id, attempt, started_at, ended_at, "
+    "duration, outcome) SELECT items.run_id, items.item_id, items.attempts, items.started_at, "
+    "items.finished_at, items.duration, 'ok' FROM (VALUES {values}) AS v, items "
+    "WHERE items.run_id = ? AND items.item_id = v.column1 AND v.column2 "
+    "AND items.status = 'succeeded' AND items.attempts > 0"
 )
 
 RUN_TOTALS_SQL = """
@@ -266,6 +286,7 @@ def _write_running(db: sqlite3.Connection, run_id: str, rows: list[Any], totals:
     count = len(rows) // RUNNING_WIDTH
     if count and _apply(db, ITEM_RUNNING_SQL, rows, RUNNING_WIDTH, run_id) < count:
         # Some were finished (sent again without a reset): they leave that status.
+        _apply(db, KEEP_SUCCESS_SQL, rows, RUNNING_WIDTH, run_id)
         for old in _OLD_STATUSES:
             totals.arrived[old] -= _apply(
                 db, ITEM_RUNNING_FROM_SQL[old], rows, RUNNING_WIDTH, run_id
@@ -281,6 +302,7 @@ def _write_final(
         return
     applied = _apply(db, ITEM_FINAL_SQL[status], rows, FINAL_WIDTH, run_id)
     if applied < count:
+        _apply(db, KEEP_SUCCESS_SQL, rows, FINAL_WIDTH, run_id)
         for old in _OLD_STATUSES:
             left = _apply(db, ITEM_FINAL_FROM_SQL[status][old], rows, FINAL_WIDTH, run_id)
             totals.arrived[old] -= left

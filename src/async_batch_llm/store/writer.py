@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Protocol
 from ..observers.base import BaseObserver, ProcessingEvent
 from .committer import BACKLOG, Committer
 from .errors import StoreError
-from .rows import FOLDED_EVENTS, Event, Segment, fold
+from .rows import FOLDED_EVENTS, Event, Requests, Segment, fold
 
 logger = logging.getLogger("async_batch_llm.store")
 
@@ -117,6 +117,7 @@ class StoreObserver(BaseObserver):
         self._buffer: list[Event] = []  # seen, not yet folded
         self._segments: list[Segment] = []  # folded, not yet handed over
         self._folded = 0  # events in _segments
+        self._requests: Requests = {}  # what replays under way sent (see note_request)
         self._idle = True  # no fold scheduled: the next event schedules one
         self._timer: asyncio.TimerHandle | None = None
         self._handed_at = float("-inf")  # loop time of the last hand-over
@@ -185,9 +186,18 @@ class StoreObserver(BaseObserver):
         self._give_writer_a_turn(loop)
         self._timer = loop.call_later(self._fold_interval, self._tick)
 
+    def note_request(self, item_id: str, prompt: str | None, parameters: str | None) -> None:
+        """The item's next session is a replay that sends ``prompt`` with ``parameters``
+        (JSON, secrets already stripped; None: the item's prompt, the run's settings): its
+        attempts record them. Call it before the item is given to the engine; events seen
+        before are folded first, so an earlier session never takes the replay's request."""
+        if self._buffer:
+            self._fold()
+        self._requests[item_id] = (prompt, parameters)
+
     def _fold(self) -> None:
         buffer, self._buffer = self._buffer, []
-        self._segments = fold(buffer, self._segments)
+        self._segments = fold(buffer, self._segments, self._requests)
         self._folded += len(buffer)
 
     def _hand_over(self, waiter: asyncio.Future[None] | None, *, stop: bool = False) -> None:
