@@ -21,7 +21,7 @@ from async_batch_llm import (
     RetryState,
     TokenUsage,
 )
-from async_batch_llm.core.cooldown import CooldownCoordinator, provider_wait
+from async_batch_llm.core.cooldown import ESCALATE_AFTER, CooldownCoordinator, provider_wait
 from async_batch_llm.testing import VirtualClock
 from support import results_by_id
 
@@ -55,12 +55,30 @@ def test_provider_wait_ignores_a_classifiers_default() -> None:
 
 
 def test_cooldown_is_the_providers_wait_else_the_policy_within_the_ceiling() -> None:
-    cooldowns = CooldownCoordinator(max_cooldown=600.0)
+    cooldowns = CooldownCoordinator(max_cooldown=600.0, calm_after=2)
     assert cooldowns.begin(limited(7.5), policy_duration=30.0) == (7.5, 1)
     assert cooldowns.begin(limited(None), policy_duration=45.0) == (45.0, 2)
     assert cooldowns.begin(limited(None), policy_duration=5000.0) == (600.0, 3)
+    cooldowns.succeeded()  # one success in a row of the two that end a storm
+    assert cooldowns.storm
+    cooldowns.refused()
     cooldowns.succeeded()
+    assert cooldowns.storm  # the 429 between them started the count again
+    cooldowns.succeeded()
+    assert not cooldowns.storm
     assert cooldowns.begin(limited(None), policy_duration=30.0) == (30.0, 1)
+
+
+def test_within_a_storm_a_429_without_a_wait_backs_off_alone() -> None:
+    cooldowns = CooldownCoordinator(max_cooldown=600.0)
+    assert not cooldowns.backs_off_alone(limited(None), 1)  # no storm yet: start a cooldown
+    cooldowns.begin(limited(None), 10.0)
+    assert cooldowns.backs_off_alone(limited(None), 1)
+    assert cooldowns.backs_off_alone(limited(None), ESCALATE_AFTER - 1)
+    assert not cooldowns.backs_off_alone(limited(None), ESCALATE_AFTER)  # still refused
+    assert not cooldowns.backs_off_alone(limited(5.0), 1)  # the provider's wait is honoured
+    cooldowns.succeeded()
+    assert not cooldowns.backs_off_alone(limited(None), 1)
 
 
 def test_a_wait_past_the_ceiling_fails_naming_what_the_provider_asked() -> None:

@@ -143,7 +143,8 @@ async def test_no_attempt_starts_during_a_cooldown_with_pacing(
 async def test_no_attempt_starts_during_a_cooldown_after_slow_start_delay(
     fast_config: Config, recorder: Any
 ) -> None:
-    """A worker sleeping its slow-start delay must not start while a new cooldown is in force."""
+    """A worker sleeping its slow-start delay must not start while a new cooldown is in force
+    (the second comes from "a" refused again after backing off alone: an escalation)."""
     timeline: list[tuple[str, Any]] = []
     limiter = Recording(
         timeline,
@@ -151,7 +152,7 @@ async def test_no_attempt_starts_during_a_cooldown_after_slow_start_delay(
         slow_start=lambda n: (n < 2, 10.0 if n == 1 else 0.0),
     )
     clock = VirtualClock()
-    strategy = FakeStrategy(latency=1.0, clock=clock, script={"a": ["rate_limit", "rate_limit"]})
+    strategy = FakeStrategy(latency=1.0, clock=clock, script={"a": ["rate_limit"] * 3})
     processor = ParallelBatchProcessor(
         config=fast_config(max_workers=2),
         rate_limit_strategy=limiter,
@@ -308,16 +309,39 @@ async def test_default_strategy_slow_start_from_config(fast_config: Config) -> N
     assert all(d[1] >= 0.001 for d in delays[:4])
 
 
-async def test_consecutive_limits_grow_the_cooldown(fast_config: Config, recorder: Any) -> None:
-    strategy = FakeStrategy(script={"x": ["rate_limit", "rate_limit", "rate_limit"]})
+async def test_one_storm_one_cooldown_without_retry_after(
+    fast_config: Config, recorder: Any
+) -> None:
+    """An item answered 429 twice, no Retry-After: the first 429 pauses every worker; the
+    second, within the same storm, backs the item off alone per the retry policy instead of
+    starting a longer cooldown for everybody."""
+    strategy = FakeStrategy(script={"x": ["rate_limit", "rate_limit"]})
     processor = ParallelBatchProcessor(
         config=fast_config(
             max_workers=1, rate_limit={"cooldown_seconds": 0.01, "backoff_multiplier": 2.0}
         ),
         observers=[recorder],
     )
-    results = await results_by_id(processor, strategy, ["x", "y"])
-    assert all(r.success for r in results.values())
+    results = await results_by_id(processor, strategy, ["x"])
+    assert results["x"].success
+    assert len(recorder.of(EV.RATE_LIMIT_HIT)) == 2
+    assert [c["consecutive"] for c in recorder.of(EV.COOLDOWN_STARTED)] == [1]
+
+
+async def test_a_storm_that_outlasts_the_backoffs_grows_the_cooldown(
+    fast_config: Config, recorder: Any
+) -> None:
+    """Refused again after backing off alone, an item escalates the storm: the cooldowns
+    grow by the policy's multiplier (1, 2, 3 in a row)."""
+    strategy = FakeStrategy(script={"x": ["rate_limit"] * 4})
+    processor = ParallelBatchProcessor(
+        config=fast_config(
+            max_workers=1, rate_limit={"cooldown_seconds": 0.01, "backoff_multiplier": 2.0}
+        ),
+        observers=[recorder],
+    )
+    results = await results_by_id(processor, strategy, ["x"])
+    assert results["x"].success
     cooldowns = recorder.of(EV.COOLDOWN_STARTED)
     assert [c["consecutive"] for c in cooldowns] == [1, 2, 3]
     assert [c["duration"] for c in cooldowns] == pytest.approx([0.01, 0.02, 0.04])

@@ -155,7 +155,9 @@ class ParallelBatchProcessor(
         self._cooldown_until = 0.0  # clock time
         self._cooldown_timer: asyncio.Task[None] | None = None
         self._cooling = False  # a cooldown is being decided or is in force
-        self._cooldowns = CooldownCoordinator(cfg.rate_limit.max_cooldown_seconds)
+        self._cooldowns = CooldownCoordinator(
+            cfg.rate_limit.max_cooldown_seconds, calm_after=cfg.max_workers
+        )
         self._slow_start_count = -1  # -1: no slow start in force
         self._admit_freely = False  # see _refresh_admission
         self._last_progress = 0
@@ -739,10 +741,16 @@ class ParallelBatchProcessor(
                 f"{budget}): {_describe(error)}"
             )
             return await self._fail(run, too_many, "rate_limit")
+        cooldowns = self._cooldowns
+        cooldowns.refused()
         try:
-            self._cooldowns.check_wait(info, _describe(error))
+            cooldowns.check_wait(info, _describe(error))
         except RateLimitTooLong as too_long:
             return await self._fail(run, too_long, "rate_limit")
+        fresh = not self._cooling and not cooldowns.is_echo(sent_in_generation)
+        if fresh and cooldowns.backs_off_alone(info, run.rate_limited):
+            await self._clock.sleep(self._backoff(run.rate_limited))  # one storm, one cooldown
+            return None
         await self._start_cooldown(run.worker_id, info, sent_in_generation)
         return None
 
