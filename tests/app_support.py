@@ -97,6 +97,9 @@ class FakeRunner:
     def retry_all_failed(self) -> None:
         self.commands.append(("retry_all_failed",))
 
+    def replay(self, item_id: str, prompt: str, options: dict[str, Any] | None = None) -> None:
+        self.commands.append(("replay", item_id, prompt, dict(options or {})))
+
     def pause(self) -> None:
         self._paused = True
         self.commands.append(("pause",))
@@ -530,3 +533,35 @@ async def wait_for(pilot: Pilot[Any], condition: Any, what: str, timeout: float 
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await pilot.pause(0.1)
+
+
+def inspected_item() -> Any:
+    """A stored item whose story the attempt inspector tells: a 429 with the provider's
+    limits, a 503, then a replay with its own prompt and max_tokens that succeeded."""
+    from async_batch_llm.store.records import AttemptRecord, ItemRecord
+
+    limits = {"requests_limit": 600, "requests_remaining": 0, "requests_reset_s": 1.5}
+    limits |= {"tokens_limit": 90_000, "tokens_remaining": 88_500, "tokens_reset_s": 0.25}
+    start = 1_700_000_000.0
+    history = (
+        AttemptRecord(1, start, start + 0.12, 0.12, "rate_limited", "429 Rate limit reached",
+                      "rate_limit", 1.5, 429, limits),
+        AttemptRecord(2, start + 1.7, start + 2.0, 0.3, "failed",
+                      "503 The server is overloaded, try again later", "server_error", None, 503),
+        AttemptRecord(3, start + 60.0, start + 60.4, 0.4, "ok", None, None, None, None, None,
+                      "Classify p0030 (edited): Bluepeak Portable SSD 1TB",
+                      {"model": "simulated/demo", "max_tokens": 20, "temperature": 0.0}),
+    )  # fmt: skip
+    return ItemRecord(
+        RUN_ID, "p0030", 29, "Classify the product listing p0030: Bluepeak Portable SSD 1TB",
+        None, "succeeded", 3, "electronics", False, None, None, 30, 3, 0, None,
+        start, start + 60.4, 0.4, history,
+    )  # fmt: skip
+
+
+def inspector_runner() -> FakeRunner:
+    """The demo runner whose p0030 has :func:`inspected_item`'s story, and stored settings."""
+    runner = demo_runner(runs=demo_runs())
+    runner.items["p0030"] = inspected_item()
+    runner.initial["settings"] = {"model": "simulated/demo", "max_tokens": 64, "temperature": 0.2}
+    return runner

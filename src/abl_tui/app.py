@@ -35,6 +35,7 @@ from .messages import (
     DrainRequested,
     OpenItem,
     PauseRequested,
+    ReplayRequested,
     RetryAllRequested,
     RetryRequested,
     RunsRequested,
@@ -262,6 +263,18 @@ class DashboardApp(App[None]):
         self._model.sent_again([item_id])
         self._model.state.note(self.clock(), f"retry {item_id} sent")
         self.notify(f"{item_id} sent again", timeout=3)
+        self.redraw()
+
+    @on(ReplayRequested)
+    def _replay_requested(self, message: ReplayRequested) -> None:
+        """Send one item again with its edited prompt and options, as a new attempt."""
+        commands = self._commands()
+        if commands is None:
+            return
+        commands.runner.replay(message.item_id, message.prompt, message.options)
+        self._model.replay_sent(message.item_id, succeeded=message.succeeded)
+        self._model.state.note(self.clock(), f"replay {message.item_id} sent")
+        self.notify(f"{message.item_id} replayed with the edited prompt", timeout=3)
         self.redraw()
 
     @on(RetryAllRequested)

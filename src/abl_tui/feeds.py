@@ -54,6 +54,9 @@ class RunCommands(Protocol):
     def retry_all_failed(self) -> None:
         """Send every failed item again."""
 
+    def replay(self, item_id: str, prompt: str, options: dict[str, Any] | None = None) -> None:
+        """Send one item again as a new attempt with an edited prompt and options."""
+
     def pause(self) -> None:
         """Start no new attempts."""
 

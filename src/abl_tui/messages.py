@@ -77,6 +77,20 @@ class RetryAllRequested(Message):
         self.item_ids = item_ids
 
 
+class ReplayRequested(Message):
+    """Send one item again as a new attempt with an edited ``prompt`` and ``options``
+    (``max_tokens``, ``temperature``; empty: the run's own) (``e`` on the item's screen)."""
+
+    def __init__(
+        self, item_id: str, prompt: str, options: dict[str, Any], *, succeeded: bool = False
+    ) -> None:
+        super().__init__()
+        self.item_id = item_id
+        self.prompt = prompt
+        self.options = options
+        self.succeeded = succeeded  # the item's last outcome was a success
+
+
 class PauseRequested(Message):
     """Pause (``paused=True``) or resume dispatch (``p``)."""
 

@@ -162,6 +162,13 @@ class RunModel:
         if paused and self.active:
             state.mark_paused(now)
 
+    def replay_sent(self, item_id: str, *, succeeded: bool) -> None:
+        """An item replayed: followed like a retry; a succeeded one leaves the succeeded count
+        until its new result arrives (so it is not counted twice)."""
+        self.sent_again([item_id])
+        if succeeded and self.state.succeeded > 0:
+            self.state.succeeded -= 1
+
     def sent_again(self, item_ids: Iterable[str]) -> int:
         """Move items sent again from the failed table to the retry log; returns the count."""
         state = self.state

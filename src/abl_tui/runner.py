@@ -35,6 +35,7 @@ from async_batch_llm.store.keeper import LeaseKeeper
 from async_batch_llm.store.lease import Lease, LeaseClaim, LeaseHeld, LeaseLost
 from async_batch_llm.store.writer import StoreObserver
 
+from .attempt_request import Replay, parameters_json
 from .batch_jobs_state import BATCH_EVENT
 from .batch_round import (
     AfterBatchAttempt,
@@ -199,7 +200,7 @@ class Runner:
         self._keeper: LeaseKeeper | None = None
         self._processor: ParallelBatchProcessor[Any, Any, Any] | None = None
         self._writer: StoreObserver | None = None
-        self._retry_requests: asyncio.Queue[list[str] | None] | None = None
+        self._retry_requests: asyncio.Queue[list[str] | Replay | None] | None = None
         self._stopping = False
         self._cancelled = False  # cancel() was called (maybe before the loop existed)
         self._paused = False
@@ -435,7 +436,7 @@ class Runner:
             request = await self._retry_requests.get()
             if request is None:
                 break
-            await self._round(self._items_by_id(request))
+            await self._round(request)
 
     async def _pending_items(self) -> AsyncIterator[Any]:
         assert self._store is not None and self.run_id is not None
@@ -471,8 +472,9 @@ class Runner:
         )
         return ParallelBatchProcessor(config=config, observers=observers)
 
-    async def _round(self, items: AsyncIterator[Any]) -> None:
-        """Send ``items`` (plus any retries asked for meanwhile) and wait until all are done."""
+    async def _round(self, items: AsyncIterator[Any] | list[str] | Replay) -> None:
+        """Send ``items`` (stored items, ids of items to retry, or a replay), plus any retries
+        asked for meanwhile, and wait until all are done."""
         store, settings = self._store, self.settings
         assert store is not None and settings is not None and self.run_id is not None
         strategy = build_strategy(settings)
@@ -484,8 +486,7 @@ class Runner:
         await store.set_run_status(self.run_id, "running")
         await processor.start(collect_results=False)
         try:
-            async for item in items:
-                await processor.add_work(_work_item(item, strategy))
+            await self._send(processor, strategy, items)
             await self._serve_retries_until_done(processor, strategy)
             await processor.finish()
             await processor.join()
@@ -661,8 +662,38 @@ class Runner:
             if request is None:
                 queue.put_nowait(None)
                 return
-            async for item in self._items_by_id(request):
-                await processor.add_work(_work_item(item, strategy))
+            await self._send(processor, strategy, request)
+
+    async def _send(
+        self, processor: Any, strategy: Any, request: AsyncIterator[Any] | list[str] | Replay
+    ) -> None:
+        """Give the engine stored items, the items of these ids, or one replay."""
+        if isinstance(request, Replay):
+            work = await self._replay_item(request, strategy)
+            if work is not None:
+                await processor.add_work(work)
+            return
+        items = self._items_by_id(request) if isinstance(request, list) else request
+        async for item in items:
+            await processor.add_work(_work_item(item, strategy))
+
+    async def _replay_item(
+        self, replay: Replay, strategy: Any
+    ) -> LLMWorkItem[Any, Any, Any] | None:
+        """The work item of a replay: its own prompt, and a strategy of its own when its
+        options change the run's settings; the writer records what it sends."""
+        store, settings = self._store, self.settings
+        assert store is not None and settings is not None and self.run_id is not None
+        item = await store.item(self.run_id, replay.item_id)
+        if item is None:
+            return None
+        if replay.options:
+            settings = settings.model_copy(update=replay.options)
+            strategy = build_strategy(settings)
+        if self._writer is not None:
+            sent = parameters_json(stored_settings(settings))
+            self._writer.note_request(item.item_id, replay.prompt, sent)
+        return LLMWorkItem(item.item_id, strategy, replay.prompt, item.context)
 
     async def _settle_status(self) -> None:
         assert self._store is not None and self.run_id is not None
@@ -763,6 +794,17 @@ class Runner:
             return
         await store.reset_for_retry(self.run_id, item_ids)
         self._retry_requests.put_nowait(item_ids)
+
+    def replay(self, item_id: str, prompt: str, options: dict[str, Any] | None = None) -> None:
+        """Send one item again as a new attempt with ``prompt`` and the run's settings changed
+        by ``options`` (``max_tokens``, ``temperature``); its stored prompt stays the original,
+        its result becomes the replay's."""
+        replay = Replay(item_id, prompt, dict(options or {}))
+        self._call(lambda: self._queue_replay(replay))
+
+    def _queue_replay(self, replay: Replay) -> None:
+        if self._retry_requests is not None and self.run_id is not None:
+            self._retry_requests.put_nowait(replay)
 
     def pause(self) -> None:
         """Start no new attempts until :meth:`resume`."""

@@ -183,6 +183,8 @@ class RunState:
     run_id: str = ""
     name: str = ""
     model: str = ""
+    #: The run's stored settings (no secrets: the store keeps none), for the attempt inspector.
+    settings: dict[str, Any] = field(default_factory=dict)
     total: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -362,6 +364,7 @@ class RunState:
         self.run_id = run.get("run_id", self.run_id)
         self.name = run.get("name") or self.name
         self.model = run.get("model") or self.model
+        self.settings = run.get("settings") or self.settings
         self.total = run.get("total", 0)
         self.succeeded = run.get("succeeded", 0)
         self.failed = run.get("failed", 0)
@@ -584,6 +587,7 @@ def stored_run(
         "run_id": run.id,
         "name": run.name,
         "model": settings.get("model", ""),
+        "settings": dict(settings),
         "rpm": settings.get("rpm"),
         "tpm": settings.get("tpm"),
         "workers": settings.get("workers"),

@@ -44,6 +44,8 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         "Item detail",
         [
             ("r", "retry this item (then follow its new attempts here)"),
+            ("a", "attempt inspector: each attempt's request, answer or error, limits"),
+            ("e", "edit the prompt / max_tokens / temperature and replay (live runs)"),
             ("[ ]", "previous / next item of the table"),
             ("y  Y", "copy the error (or output) / the prompt"),
             ("esc", "back to the dashboard"),

@@ -20,8 +20,10 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
 from .. import formatting as fmt
-from ..messages import CopyRequested, RetryRequested, RunReader
+from ..messages import CopyRequested, ReplayRequested, RetryRequested, RunReader
 from ..palette import PaletteCommand, ScreenCommands
+from .attempts import AttemptsScreen
+from .replay import ReplayEdit, ReplayScreen
 
 
 @dataclass
@@ -125,9 +127,11 @@ class ItemDetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "close", "Back", id="abl.detail.back"),
         Binding("r", "retry", "Retry", id="abl.detail.retry"),
+        Binding("a", "attempts", "Attempts", id="abl.detail.attempts"),
+        Binding("e", "replay", "Replay", id="abl.detail.replay"),
         Binding("left_square_bracket", "step(-1)", "Prev", key_display="[", id="abl.detail.prev"),
         Binding("right_square_bracket", "step(1)", "Next", key_display="]", id="abl.detail.next"),
-        Binding("y", "copy('error')", "Copy error", id="abl.detail.copy"),
+        Binding("y", "copy('error')", "Copy", id="abl.detail.copy"),
         Binding("Y", "copy('prompt')", "Copy prompt", show=False, id="abl.detail.copy_prompt"),
     ]
 
@@ -140,6 +144,7 @@ class ItemDetailScreen(Screen[None]):
         self.reader = reader
         self.read_only = read_only
         self.view: ItemView | None = None
+        self.record: Any = None  # the store's record, as loaded
         self._sent = False
         self._followed: str | None = None  # the retry state last shown
 
@@ -210,6 +215,7 @@ class ItemDetailScreen(Screen[None]):
                 Text(f"item {self.item_id}  not found in the store")
             )
             return
+        self.record = record
         self.show_item(ItemView.from_record(self.item_id, record))
 
     def show_item(self, view: ItemView) -> None:
@@ -272,7 +278,47 @@ class ItemDetailScreen(Screen[None]):
             if self.read_only:
                 return False
             return True if self.can_retry() or self._sent else None
+        if action == "replay":
+            if self.read_only:
+                return False
+            return True if self.can_replay() else None
+        if action == "attempts":
+            return True if self.record is not None else None
         return True
+
+    def can_replay(self) -> bool:
+        """True when the item has an outcome, the run takes commands and it was not just sent."""
+        if self.read_only or self._sent or self.view is None:
+            return False
+        return self.view.status in ("succeeded", "failed") and self.reader.allowed.retry
+
+    def action_attempts(self) -> None:
+        """Open the attempt inspector on this item (``a``)."""
+        if self.record is not None:
+            settings = self.reader.model.state.settings
+            self.app.push_screen(AttemptsScreen(self.item_id, self.record, settings))
+
+    def action_replay(self) -> None:
+        """Edit the prompt and parameters, then send the item again as a new attempt (``e``)."""
+        view = self.view
+        if view is None or not self.can_replay():
+            return
+        settings = dict(self.reader.model.state.settings)
+        succeeded = view.status == "succeeded"
+
+        def sent(edit: ReplayEdit | None) -> None:
+            if edit is None or not self.can_replay():
+                return
+            self.post_message(
+                ReplayRequested(self.item_id, edit.prompt, edit.options, succeeded=succeeded)
+            )
+            self._sent = True
+            self._followed = None
+            view.status = "replay queued"
+            self._show_title(view)
+            self._set_retry_enabled()
+
+        self.app.push_screen(ReplayScreen(self.item_id, view.prompt, settings), sent)
 
     def action_step(self, step: int) -> None:
         """Show the previous (-1) or next (1) item of the dashboard's table."""
@@ -282,6 +328,7 @@ class ItemDetailScreen(Screen[None]):
             return
         self.item_id = other
         self.view = None
+        self.record = None
         self._sent = False
         self._followed = None
         self.query_one("#detail-title", Static).update(Text(f"item {other}  loading…"))
