@@ -378,6 +378,9 @@ class BatchSpec(BaseModel):
     #: Most requests per provider batch (default: the provider's limit); smaller batches end,
     #: and give their answers, sooner.
     batch_size: int | None = Field(default=None, ge=1)
+    #: The largest answer accepted, in MiB: a larger one fails its item (not retried,
+    #: ``response_too_large``) instead of being held in memory and stored.
+    max_response_mb: float = Field(default=8.0, gt=0)
 
     #: Where these settings came from (the batch file), for messages; not a setting.
     _source: str | None = PrivateAttr(default=None)

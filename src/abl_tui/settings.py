@@ -57,6 +57,11 @@ def local_api_key(model: str, api_base: str | None) -> str | None:
     return "no-key-needed"
 
 
+def max_response_bytes(settings: BatchSpec) -> int:
+    """The strategy's answer size cap in bytes, from ``max_response_mb`` (MiB; at least 1)."""
+    return max(1, round(settings.max_response_mb * 1024 * 1024))
+
+
 def build_strategy(settings: BatchSpec) -> Any:
     """The strategy the settings describe: native HTTP or litellm (``transport``, default
     ``auto``: native for the providers that have it). Neither transport is loaded here;
@@ -75,6 +80,7 @@ def build_strategy(settings: BatchSpec) -> Any:
         "api_key": local_api_key(settings.model, settings.api_base),
         "system_prompt": settings.system_prompt,
         "transport": getattr(settings, "transport", None) or "auto",
+        "max_response_bytes": max_response_bytes(settings),
         **options,
     }
     if settings.price_as:

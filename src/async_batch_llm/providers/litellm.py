@@ -5,7 +5,8 @@ take the native transport (aiohttp, a few hundred microseconds of CPU a call); e
 provider goes through ``litellm.acompletion`` (milliseconds a call), imported on first use
 only. Both give the same answers: text, structured output, tokens, cost, error categories.
 The engine owns retries and timeouts: no SDK retries, each call gets the engine's per-attempt
-timeout. ``simulated/<profile>`` models go to an in-process provider simulator.
+timeout. ``simulated/<profile>`` models go to an in-process provider simulator. Answers over
+``max_response_bytes`` fail their item (:mod:`.response_cap`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .endpoints import (
 from .limits import parse_rate_limits
 from .litellm_errors import LiteLLMErrorClassifier
 from .provider_errors import MalformedResponseError
+from .response_cap import DEFAULT_MAX_RESPONSE_BYTES, check_max_response_bytes, check_reply_size
 from .structured import json_schema_format, validated_json, validated_model
 
 if TYPE_CHECKING:
@@ -91,6 +93,12 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
     (``temperature``, ``max_tokens``...) go to the provider unchanged. The metadata of a call
     holds ``cost`` (None when the model is not priced), ``model``, ``response_id`` and
     ``rate_limits`` (a :class:`~async_batch_llm.providers.limits.ProviderLimits` or None).
+
+    ``max_response_bytes`` (default 8 MiB; None: no cap): an answer larger than this fails
+    its item, not retried, category ``response_too_large``. The native transport checks
+    ``Content-Length`` first and otherwise stops reading past the cap, so memory stays bounded
+    (the tokens the provider billed are then unknown); litellm reads the whole body itself, so
+    on that transport the answer is checked after the call (its tokens are counted).
     """
 
     error_classifier: ErrorClassifier | None = LiteLLMErrorClassifier()
@@ -105,11 +113,13 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         response_model: type[pydantic.BaseModel] | None = None,
         response_schema: dict[str, Any] | None = None,
         transport: Transport = "auto",
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         **completion_kwargs: Any,
     ) -> None:
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty string, got {model!r}")
         check_api_base(api_base)
+        self.max_response_bytes = check_max_response_bytes(max_response_bytes)
         if response_model is not None and not (
             isinstance(response_model, type) and issubclass(response_model, pydantic.BaseModel)
         ):
@@ -191,13 +201,16 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
 
             options["response_format"] = model_format(self.response_model)
         priced = self._profile is None and endpoint.provider in NATIVE_PREFIXES
-        return NativeCaller(
+        caller = NativeCaller(
             endpoint,
             label=self.model,
             system_prompt=self.system_prompt,
             options=options,
             price_provider=endpoint.provider if priced else None,
         )
+        # NativeCaller does not take the cap (yet): set it on the client it made.
+        caller._client.max_response_bytes = self.max_response_bytes
+        return caller
 
     async def cleanup(self) -> None:
         """Close the native transport's HTTP session (litellm keeps its own clients)."""
@@ -255,6 +268,13 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
         text = _content(response, limits)
         usage = usage_from_response(response)
         cost = self._cost(litellm, response)
+        check_reply_size(
+            text,
+            _declared_length(response),
+            self.max_response_bytes,
+            rate_limits=limits,
+            token_usage=_billed(usage, cost),
+        )
         metadata = {
             "cost": cost,
             "model": self.model,
@@ -344,6 +364,24 @@ def _plain_headers(headers: Any) -> dict[str, Any] | None:
         name = str(name).lower()
         plain[name.removeprefix(_LITELLM_HEADER_PREFIX)] = value
     return plain
+
+
+def _declared_length(response: Any) -> int | None:
+    """The Content-Length of the answer litellm read (from its hidden headers), if it kept it."""
+    hidden = getattr(response, "_hidden_params", None)
+    headers = _plain_headers(hidden.get("additional_headers")) if isinstance(hidden, dict) else None
+    try:
+        return int((headers or {})["content-length"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _billed(usage: TokenUsage, cost: float | None) -> dict[str, Any]:
+    """What a failed call is billed: its tokens, and its cost when known."""
+    billed: dict[str, Any] = dict(usage)
+    if cost is not None:
+        billed["cost"] = cost
+    return billed
 
 
 def _response_limits(response: Any) -> ProviderLimits | None:

@@ -6,7 +6,8 @@ litellm's exception hierarchy has traps (measured on 1.110): 503/502 are not
 all arrive as ``InternalServerError``; OpenAI's ``insufficient_quota`` is a plain
 ``RateLimitError``. This module never imports litellm: an exception can only come from
 litellm if litellm is already in ``sys.modules``. The native transport's exceptions
-(:mod:`.provider_errors`) get the categories litellm's exceptions get for the same answer.
+(:mod:`.provider_errors`) get the categories litellm's exceptions get for the same answer;
+an answer over the size cap is ``response_too_large`` on both (not retried).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .provider_errors import (
     ProviderError,
     ProviderStatusError,
     ProviderTimeoutError,
+    ResponseTooLargeError,
 )
 
 __all__ = ["LiteLLMErrorClassifier", "StructuredOutputError"]
@@ -55,6 +57,7 @@ def _retry(category: str, *, timeout: bool = False) -> ErrorInfo:
 
 
 _VALIDATION = _retry("validation_error")
+_RESPONSE_TOO_LARGE = _fatal("response_too_large")
 
 # litellm's BadRequestError subclasses, checked before BadRequestError itself.
 _BAD_REQUEST_KINDS = (
@@ -205,6 +208,8 @@ def _classify_native(exc: ProviderError) -> ErrorInfo:
         return _native_status(exc)
     if isinstance(exc, MalformedResponseError):
         return _retry("malformed_response")
+    if isinstance(exc, ResponseTooLargeError):
+        return _RESPONSE_TOO_LARGE
     if isinstance(exc, ProviderTimeoutError):
         return _retry("timeout", timeout=True)
     if isinstance(exc, ProviderConnectionError):

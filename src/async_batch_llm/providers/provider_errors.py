@@ -26,6 +26,7 @@ __all__ = [
     "ProviderError",
     "ProviderStatusError",
     "ProviderTimeoutError",
+    "ResponseTooLargeError",
     "describe_error_answer",
     "missing_key",
 ]
@@ -71,6 +72,25 @@ class ProviderTimeoutError(ProviderError):
 
 class MalformedResponseError(ProviderError):
     """A 2xx whose body is not the JSON the protocol promises (no ``choices``, no content...)."""
+
+
+class ResponseTooLargeError(ProviderError):
+    """A 2xx answer larger than the strategy's ``max_response_bytes``: the item fails, not
+    retried (the same prompt would most likely get as long an answer again).
+
+    ``token_usage`` is what the call is known to have used (litellm reads the whole answer, so
+    its usage is known), or None when the answer was cut off before its usage was read.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rate_limits: ProviderLimits | None = None,
+        token_usage: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, rate_limits=rate_limits)
+        self.token_usage: dict[str, Any] | None = dict(token_usage) if token_usage else None
 
 
 class MissingKeyError(ProviderError):

@@ -4,7 +4,8 @@ One :class:`NativeClient` per strategy holds one ``ClientSession`` per event loo
 belongs to the loop that made it), whose connector pools connections without a limit of
 its own: the engine's workers bound how many calls are in flight, so the pool grows to the
 worker count and keeps those connections alive between calls. Errors become the exceptions
-of :mod:`async_batch_llm.providers.provider_errors`, with any echo of the key redacted.
+of :mod:`async_batch_llm.providers.provider_errors`, with any echo of the key redacted. An
+answer over ``max_response_bytes`` is not read past the cap (:mod:`..response_cap`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ from ..provider_errors import (
     describe_error_answer,
     missing_key,
 )
+from ..response_cap import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    check_max_response_bytes,
+    read_capped,
+    read_head,
+)
 from . import anthropic_messages, openai_chat
 from .codec import dumps, loads
 from .reply import Reply
@@ -32,6 +39,7 @@ __all__ = ["NativeClient", "auth_headers", "redact"]
 
 _MIN_SECRET_TO_REDACT = 6  # shorter "keys" are dummies; replacing them would garble text
 _KEEPALIVE_SECONDS = 30.0
+_ERROR_BODY_BYTES = 64 * 1024  # of an error answer: its message is in the first few KB
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -52,12 +60,19 @@ def auth_headers(endpoint: Endpoint) -> dict[str, str]:
 
 
 class NativeClient:
-    """Sends one protocol's requests to one endpoint and parses the replies."""
+    """Sends one protocol's requests to one endpoint and parses the replies.
 
-    __slots__ = ("_endpoint", "_headers", "_loop", "_session", "_timeouts")
+    ``max_response_bytes``: the largest answer read (None: no cap); a larger one raises
+    :class:`~..provider_errors.ResponseTooLargeError` without being read whole.
+    """
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    __slots__ = ("_endpoint", "_headers", "_loop", "_max_bytes", "_session", "_timeouts")
+
+    def __init__(
+        self, endpoint: Endpoint, *, max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self._endpoint = endpoint
+        self._max_bytes = check_max_response_bytes(max_response_bytes)
         self._headers = {
             "Content-Type": "application/json",
             "Accept": "application/json",
@@ -73,6 +88,15 @@ class NativeClient:
     @property
     def protocol(self) -> str:
         return self._endpoint.protocol
+
+    @property
+    def max_response_bytes(self) -> int | None:
+        """The largest answer this client reads (None: no cap)."""
+        return self._max_bytes
+
+    @max_response_bytes.setter
+    def max_response_bytes(self, value: int | None) -> None:
+        self._max_bytes = check_max_response_bytes(value)
 
     def _session_here(self) -> aiohttp.ClientSession:
         """This loop's session, made on first use (a session from another loop is dropped)."""
@@ -125,15 +149,18 @@ class NativeClient:
                 headers=self._headers,
                 timeout=self._timeout(timeout),
             ) as response:
-                raw = await response.read()
                 status = response.status
                 headers = response.headers
+                limits = parse_rate_limits(headers)
+                if status >= 400:
+                    raw = await read_head(response, _ERROR_BODY_BYTES)
+                else:
+                    raw = await read_capped(response, self._max_bytes, limits)
         except TimeoutError:
             raise ProviderTimeoutError(f"no answer from {endpoint.url} within {timeout}s") from None
         except (aiohttp.ClientError, OSError) as exc:
             message = redact(f"connection error to {endpoint.url}: {exc}", endpoint.key)
             raise ProviderConnectionError(message) from None
-        limits = parse_rate_limits(headers)
         if status >= 400:
             raise self._status_error(status, raw, headers, limits)
         try:
