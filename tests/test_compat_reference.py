@@ -248,3 +248,44 @@ async def test_tokens_of_a_failed_attempt_are_read_from_the_wrapped_agent_result
     assert only.success and only.output == Answer(value="Success")
     assert only.token_usage["input_tokens"] == 300
     assert only.token_usage["output_tokens"] == 150
+
+
+async def test_the_documented_logging_middleware_runs_as_written() -> None:
+    """The API document's middleware example: ``after_process(self, work_item, result)``
+    (the reference's code calls ``after_process(result)``, so it fails its own example);
+    both shapes work here, each class inspected once."""
+    from async_batch_llm.middleware import BaseMiddleware
+    from async_batch_llm.testing import FakeStrategy
+
+    seen: list[str] = []
+
+    class LoggingMiddleware(BaseMiddleware[Any, Any, Any]):
+        async def before_process(self, work_item: Any) -> Any:
+            seen.append(f"Processing {work_item.item_id}")
+            return work_item
+
+        async def after_process(self, work_item: Any, result: Any) -> Any:  # type: ignore[override]
+            seen.append(f"Completed {work_item.item_id}: {result.success}")
+            return result
+
+    class Tagging(BaseMiddleware[Any, Any, Any]):  # the shape of our ABC: (result) only
+        async def after_process(self, result: Any) -> Any:
+            result.output = f"{result.output}!"
+            return result
+
+    config = ProcessorConfig(max_workers=1, timeout_per_item=10.0)
+    processor = ParallelBatchProcessor[str, str, None](
+        config=config, middlewares=[LoggingMiddleware(), Tagging()]
+    )
+    async with processor:
+        for n in range(2):
+            await processor.add_work(LLMWorkItem(f"doc-{n}", FakeStrategy(), f"p{n}"))
+        result = await processor.process_all()
+    assert result.succeeded == 2
+    assert all(r.output.endswith("!") for r in result.results)
+    assert sorted(seen) == [
+        "Completed doc-0: True",
+        "Completed doc-1: True",
+        "Processing doc-0",
+        "Processing doc-1",
+    ]

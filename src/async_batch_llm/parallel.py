@@ -41,6 +41,7 @@ from .core.cooldown import CooldownCoordinator, RateLimitTooLong, provider_wait
 from .core.events import Emitters, EventDispatcher
 from .core.item_run import ItemRun
 from .core.pacing import Pacer
+from .core.signatures import after_process_takes_item
 from .middleware.base import Middleware
 from .observers.base import ProcessorObserver
 from .observers.payloads import ItemCompleted, ItemFailed, ItemRetry, RateLimitHit
@@ -660,7 +661,7 @@ class ParallelBatchProcessor(
                 result.duration,
             )
         if self.middlewares:
-            result = await self._after_process(result)
+            result = await self._after_process(item, result)
         self._emit_completed(result, run.worker_id, limits)
         return result
 
@@ -894,11 +895,16 @@ class ParallelBatchProcessor(
 
     # ----------------------------------------------------------------- outcomes
 
-    async def _after_process(self, result: Result) -> Result:
-        """Each middleware's ``after_process`` on a success, in reverse order."""
+    async def _after_process(self, item: Item, result: Result) -> Result:
+        """Each middleware's ``after_process`` on a success, in reverse order (with the work
+        item too, for a middleware written ``after_process(work_item, result)``)."""
         for middleware in reversed(self.middlewares):
             try:
-                result = await middleware.after_process(result)
+                if after_process_takes_item(middleware):
+                    documented_shape: Any = middleware.after_process  # not our ABC's shape
+                    result = await documented_shape(item, result)
+                else:
+                    result = await middleware.after_process(result)
             except Exception:
                 logger.exception("middleware %r after_process failed; skipped", middleware)
         return result

@@ -1,9 +1,11 @@
-"""How to call a strategy whose ``execute``/``on_error`` predate the ``state`` parameter.
+"""How to call user hooks written to another shape of the API than ours.
 
 Strategies written for older versions of the API (and the reference library's own OpenAI
 and Anthropic examples) define ``execute(self, prompt, attempt, timeout)`` and
-``on_error(self, exception, attempt)``. Each class is inspected once, the first time the
-engine meets it; every call after that is a dictionary lookup.
+``on_error(self, exception, attempt)``; middleware written from the reference's API
+document defines ``after_process(self, work_item, result)`` where its code (and ours) calls
+``after_process(result)``. Each class is inspected once, the first time the engine meets
+it; every call after that is a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -57,3 +59,30 @@ def _inspect(strategy: Any) -> tuple[int, int]:
         state_passing(getattr(strategy, "execute", None), 3),
         state_passing(getattr(strategy, "on_error", None), 2),
     )
+
+
+_after_shapes: weakref.WeakKeyDictionary[type, bool] = weakref.WeakKeyDictionary()
+
+
+def after_process_takes_item(middleware: Any) -> bool:
+    """Whether ``middleware.after_process`` is ``(work_item, result)``, as the reference's
+    API document writes it, rather than ``(result)``: inspected once per class."""
+    cls = type(middleware)
+    try:
+        return _after_shapes[cls]
+    except KeyError:
+        pass
+    except TypeError:
+        return _positional_count(middleware.after_process) >= 2
+    takes = _after_shapes[cls] = _positional_count(middleware.after_process) >= 2
+    return takes
+
+
+def _positional_count(method: Callable[..., Any]) -> int:
+    """Positional parameters of a bound method (-1 when it cannot be told)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return -1
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(1 for parameter in parameters if parameter.kind in kinds)
