@@ -458,7 +458,7 @@ def test_structured_sample_schema() -> None:
     ("name", "model", "env"),
     [
         ("openai.toml", "openai/gpt-4o-mini", "OPENAI_API_KEY"),
-        ("anthropic.toml", "anthropic/claude-3-5-haiku-latest", "ANTHROPIC_API_KEY"),
+        ("anthropic.toml", "anthropic/claude-haiku-4-5", "ANTHROPIC_API_KEY"),
         ("local_server.toml", "openai/", "OPENAI_API_KEY"),
     ],
 )
