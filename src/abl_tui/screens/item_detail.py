@@ -146,6 +146,7 @@ class ItemDetailScreen(Screen[None]):
         self.view: ItemView | None = None
         self.record: Any = None  # the store's record, as loaded
         self._sent = False
+        self._sent_as = "retry"  # how it was sent again: "retry" or "replay"
         self._followed: str | None = None  # the retry state last shown
 
     def compose(self) -> ComposeResult:
@@ -192,7 +193,7 @@ class ItemDetailScreen(Screen[None]):
             self._sent = False
             self.load()
         elif self.view is not None:
-            self.view.status = f"retry {state}"
+            self.view.status = f"{self._sent_as} {state}"
             self._show_title(self.view)
 
     def _retry_state(self) -> str | None:
@@ -312,7 +313,7 @@ class ItemDetailScreen(Screen[None]):
             self.post_message(
                 ReplayRequested(self.item_id, edit.prompt, edit.options, succeeded=succeeded)
             )
-            self._sent = True
+            self._sent, self._sent_as = True, "replay"
             self._followed = None
             view.status = "replay queued"
             self._show_title(view)
@@ -359,7 +360,7 @@ class ItemDetailScreen(Screen[None]):
             return
         if self.can_retry():
             self.post_message(RetryRequested((self.item_id,)))
-            self._sent = True
+            self._sent, self._sent_as = True, "retry"
             self._followed = None
             if self.view is not None:
                 self.view.status = "retry queued"
