@@ -8,6 +8,7 @@ pacer's bookings (the waits it hands out), never by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +23,14 @@ from async_batch_llm import (
     RetryState,
     TokenUsage,
 )
-from async_batch_llm.core.pacing import SAFETY_MARGIN, Pacer, declared_rate
+from async_batch_llm.core.pacing import (
+    SAFETY_MARGIN,
+    Pacer,
+    RequestPacer,
+    declared_rate,
+    spent_until,
+)
+from async_batch_llm.testing import VirtualClock
 from support import results_by_id
 
 EV = ProcessingEvent
@@ -49,13 +57,55 @@ def interval(rpm: float) -> float:
 # --------------------------------------------------------------------------- the rate
 
 
-def test_declared_rate_is_the_limit_unless_little_remains() -> None:
-    assert declared_rate(300, None, None) == 300.0
-    assert declared_rate(300, 299, 0.2) == 300.0  # plenty left: the limit
-    assert declared_rate(300, 10, 30.0) == pytest.approx(20.0)  # 10 left over 30 s
-    assert declared_rate(300, 0, 6.0) == pytest.approx(10.0)  # spent: wait for the reset
-    assert declared_rate(None, 5, 60.0) == pytest.approx(5.0)
-    assert declared_rate(None, None, None) is None
+def test_declared_rate_is_the_limit() -> None:
+    assert declared_rate(300) == 300.0
+    assert declared_rate(0) is None and declared_rate(None) is None
+
+
+def test_what_remains_only_tells_a_spent_budget() -> None:
+    assert spent_until(0, 6.0) == 6.0
+    assert spent_until(3, 6.0, in_flight=3) == 6.0  # our calls under way use up the rest
+    assert spent_until(10, 30.0) is None  # some left: pace at the limit, do not spread it
+    assert spent_until(None, 6.0) is None and spent_until(0, None) is None
+
+
+def test_a_spent_budget_pauses_until_its_reset_then_paces_at_the_limit() -> None:
+    clock = VirtualClock()
+    pacer = Pacer(None, None, clock)
+    pacer.learn(limits(requests_limit=300, requests_remaining=0, requests_reset_s=12.0))
+    assert pacer.rpm == 300.0 and pacer.requests is not None
+    waits = [pacer.requests.reserve() for _ in range(3)]
+    assert waits == pytest.approx([12.0, 12.0 + interval(300), 12.0 + 2 * interval(300)])
+
+
+def test_a_spent_budget_in_steady_pacing_pauses_only_until_our_oldest_start_leaves() -> None:
+    """Our starts a second apart; the provider (a 10 s window) says none is left: the next
+    may go when the oldest start inside the window leaves it, not after the full reset."""
+    clock = VirtualClock(start=100.0)
+    requests = RequestPacer(60, clock.now)
+    for second in range(10):
+        requests.started(100.0 + second)
+    clock._now = 109.01  # just after the latest start
+    requests.pause_for_spent_budget(reset_s=10.0 - 0.01)  # full again when 109 leaves
+    assert requests.paused_until == pytest.approx(110.0)
+    assert requests.reserve() == pytest.approx(110.0 - 109.01)
+
+
+async def test_sleepers_book_again_when_the_pace_rises() -> None:
+    """Slots booked at a slow pace are not kept once a faster one is declared."""
+    clock = VirtualClock()
+    pacer = Pacer(6, None, clock)  # one call every ~10 s
+    starts: list[float] = []
+
+    async def call() -> None:
+        await pacer.acquire(0)
+        starts.append(clock.now())
+
+    tasks = [asyncio.create_task(call()) for _ in range(4)]
+    await asyncio.sleep(0)
+    pacer.configure(600, None)  # one every ~0.1 s from now on
+    await asyncio.gather(*tasks)
+    assert starts == pytest.approx([n * interval(600) for n in range(4)])
 
 
 def test_learned_limit_paces_a_run_with_no_rpm_configured() -> None:
@@ -70,10 +120,10 @@ def test_the_lower_of_configured_and_declared_is_in_force() -> None:
     pacer = Pacer(120, None)
     pacer.learn(limits(requests_limit=600))
     assert pacer.rpm == 120.0
-    pacer.learn(limits(requests_limit=600, requests_remaining=3, requests_reset_s=6.0))
-    assert pacer.rpm == pytest.approx(30.0)
+    pacer.learn(limits(requests_limit=60, requests_remaining=3, requests_reset_s=6.0))
+    assert pacer.rpm == pytest.approx(60.0)
     assert pacer.requests is not None
-    assert pacer.requests.interval == pytest.approx(interval(30.0))
+    assert pacer.requests.interval == pytest.approx(interval(60.0))
 
 
 def test_declared_tokens_pace_tokens() -> None:
@@ -89,7 +139,8 @@ def test_only_a_real_change_of_pace_counts_as_news() -> None:
     pacer = Pacer(None, None)
     assert pacer.learn(limits(requests_limit=300, requests_remaining=290, requests_reset_s=1.0))
     assert not pacer.learn(limits(requests_limit=300, requests_remaining=280, requests_reset_s=2))
-    assert pacer.learn(limits(requests_limit=300, requests_remaining=2, requests_reset_s=30.0))
+    assert not pacer.learn(limits(requests_limit=300, requests_remaining=2, requests_reset_s=30))
+    assert pacer.learn(limits(requests_limit=200, requests_remaining=2, requests_reset_s=30.0))
 
 
 # --------------------------------------------------------------------------- the engine

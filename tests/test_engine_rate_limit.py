@@ -438,10 +438,10 @@ async def test_pacing_changes_while_the_run_goes_on(fast_config: Config) -> None
     await results_by_id(processor, strategy, [f"p{n}" for n in range(9)])
     gaps = [b - a for a, b in itertools.pairwise(strategy.starts)]
     second = 1.0 / (1.0 - SAFETY_MARGIN)
-    # The slot already booked when the pace changes still holds; the new pace counts from
-    # the next booking. Without a budget, nothing waits.
-    assert gaps[:4] == pytest.approx([second] * 4)
-    assert gaps[4:6] == pytest.approx([second / 2] * 2)
+    # A new pace applies at once, to the slot already booked too. Without a budget, nothing
+    # waits.
+    assert gaps[:3] == pytest.approx([second] * 3)
+    assert gaps[3:6] == pytest.approx([second / 2] * 3)
     assert gaps[6:] == pytest.approx([0.0] * 2)
     with pytest.raises(ValueError, match="max_requests_per_minute"):
         processor.set_pacing(0, None)
