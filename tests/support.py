@@ -110,3 +110,83 @@ def count_rows(db: Path, table: str) -> int:
         with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=0.05)) as conn:
             return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     return 0
+
+
+@contextlib.asynccontextmanager
+async def big_answer_server() -> Any:
+    """An OpenAI-compatible server on 127.0.0.1 whose answers are as large as the prompt asks
+    (``SIZE=<bytes>`` of text), streamed in 64 KiB writes so the server never holds them:
+    with ``Content-Length`` unless the prompt says ``CHUNKED``, gzip-compressed (and chunked)
+    if it says ``GZIP``. Answers Anthropic's /v1/messages too. Yields the base URL (ending in
+    /v1)."""
+    import itertools
+    import json
+    import re
+    import zlib
+
+    from aiohttp import web
+
+    piece = 1 << 16
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        prompt = str(body["messages"][-1]["content"])
+        found = re.search(r"SIZE=(\d+)", prompt)
+        size = int(found.group(1)) if found else 16
+        reply: dict[str, Any] = {
+            "id": "chatcmpl-big",
+            "object": "chat.completion",
+            "created": 0,
+            "model": body.get("model"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "@TEXT@"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12},
+        }
+        if request.path.endswith("/messages"):
+            reply = {
+                "id": "msg_big",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model"),
+                "content": [{"type": "text", "text": "@TEXT@"}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 5, "output_tokens": 7},
+            }
+        head, tail = (part.encode() for part in json.dumps(reply).split("@TEXT@"))
+        gzip = "GZIP" in prompt
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if gzip:
+            response.headers["Content-Encoding"] = "gzip"
+        if gzip or "CHUNKED" in prompt:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(head) + size + len(tail)
+        compressor = zlib.compressobj(wbits=31) if gzip else None
+        await response.prepare(request)
+        text = (b"y" * min(piece, size - at) for at in range(0, size, piece))  # lazily
+        parts = itertools.chain((head,), text, (tail,))
+        with contextlib.suppress(ConnectionError):  # the client stopped reading: fine
+            for part in parts:
+                await response.write(compressor.compress(part) if compressor else part)
+            if compressor is not None:
+                await response.write(compressor.flush())
+            await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    app.router.add_post("/v1/messages", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()

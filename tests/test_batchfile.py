@@ -318,6 +318,8 @@ def test_spec_refuses_api_key_in_completion_options(tmp_path: Path) -> None:
         ('model = " "', "model", "must not be blank"),
         ('dry_run = "yes"', "dry_run", "must be true or false, got string"),
         ('completion_options = "x"', "completion_options", "must be a table, got string"),
+        ("max_response_mb = 0", "max_response_mb", "must be > 0, got 0"),
+        ('max_response_mb = "8MB"', "max_response_mb", "must be a number, got string"),
     ],
 )
 def test_spec_bad_types(tmp_path: Path, toml: str, field: str, message: str) -> None:
@@ -325,6 +327,22 @@ def test_spec_bad_types(tmp_path: Path, toml: str, field: str, message: str) -> 
     err = error_of(load_batch, path)
     assert (err.path, err.line, err.field, err.message) == (path, 3, field, message)
     assert str(err) == f"{path}:3: field '{field}': {message}"
+
+
+def test_max_response_mb_sets_the_strategys_answer_size_cap(tmp_path: Path) -> None:
+    from abl_tui.settings import build_strategy, settings_from_stored, stored_settings
+
+    default = load_batch(make_spec(tmp_path, 'model = "openai/gpt-4o-mini"\n')).spec
+    assert default.max_response_mb == 8
+    assert build_strategy(default).max_response_bytes == 8 * 1024 * 1024
+    path = make_spec(tmp_path, 'model = "openai/gpt-4o-mini"\nmax_response_mb = 0.5\n')
+    spec = load_batch(path).spec
+    assert build_strategy(spec).max_response_bytes == 512 * 1024
+    assert build_strategy(spec.merged(price_as="openai/gpt-4o-mini")).max_response_bytes == (
+        512 * 1024
+    )
+    assert settings_from_stored(stored_settings(spec)).max_response_mb == 0.5  # a resume keeps it
+    assert BatchSpec.model_validate({"items": "x", "max_response_mb": 2}).max_response_mb == 2
 
 
 def test_spec_syntax_error_has_line_and_column(tmp_path: Path) -> None:

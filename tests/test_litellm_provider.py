@@ -34,6 +34,7 @@ from async_batch_llm.providers._litellm_import import load_litellm
 from async_batch_llm.providers._simulated import shared_simulator
 from async_batch_llm.simulator import ProviderSimulator
 from async_batch_llm.simulator.profiles import profile_from_name
+from support import big_answer_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic.*")
 
@@ -493,3 +494,35 @@ def test_simulator_seed_comes_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(SEED_ENV, "forty-two")
     with pytest.raises(ValueError, match=SEED_ENV):
         simulator_seed()
+
+
+# --- the answer size cap --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["", "CHUNKED"])
+async def test_an_answer_over_the_cap_fails_its_item_at_once(transport: str, mode: str) -> None:
+    """Through the engine with 3 attempts allowed: one call, ``response_too_large``, a message
+    naming the size and the cap; an answer under the cap passes. litellm read the whole
+    answer, so its tokens are billed; the native transport stopped reading: unknown."""
+    huge, small = f"SIZE={2 * 1024 * 1024} {mode}", f"SIZE={16 * 1024} {mode}"
+    async with big_answer_server() as base:
+        strategy = LiteLLMStrategy(
+            "openai/gpt-4o-mini",
+            api_base=base,
+            api_key=FAKE_KEY,
+            transport=transport,
+            max_response_bytes=64 * 1024,
+        )
+        result, _ = await run(strategy, [huge, small])
+        await strategy.cleanup()
+    failed, passed = by_id(result)[huge], by_id(result)[small]
+    assert passed.success and passed.output == "y" * 16 * 1024
+    assert not failed.success and failed.attempts == 1
+    assert failed.error_category == "response_too_large"
+    assert "64.0 KiB cap" in str(failed.error) and "max_response_mb" in str(failed.error)
+    if transport == "litellm":
+        assert "is 2.0 MiB, over" in str(failed.error)
+        assert (failed.token_usage["input_tokens"], failed.token_usage["output_tokens"]) == (5, 7)
+    else:
+        assert "billed for this call are unknown" in str(failed.error)
+        assert failed.token_usage["input_tokens"] == 0

@@ -9,6 +9,7 @@ import logging
 import subprocess
 import sys
 import time
+import tracemalloc
 from email.utils import formatdate
 from typing import Any
 
@@ -19,10 +20,16 @@ from async_batch_llm.providers.endpoints import build_endpoint, resolve_transpor
 from async_batch_llm.providers.limits import ProviderLimits, parse_duration, parse_rate_limits
 from async_batch_llm.providers.litellm_errors import retry_after
 from async_batch_llm.providers.pricing import load_price_table, model_price
-from async_batch_llm.providers.provider_errors import MissingKeyError, ProviderStatusError
+from async_batch_llm.providers.provider_errors import (
+    MissingKeyError,
+    ProviderStatusError,
+    ResponseTooLargeError,
+)
+from async_batch_llm.providers.response_cap import DEFAULT_MAX_RESPONSE_BYTES
 from async_batch_llm.simulator import ProviderSimulator
 from async_batch_llm.simulator.profiles import profile_from_name
-from support import cli_env
+from async_batch_llm.strategies.errors import failed_attempt_usage
+from support import big_answer_server, cli_env
 
 SECRET = "sk-live-abcdef0123456789"
 
@@ -310,3 +317,72 @@ async def test_one_session_is_kept_alive_across_calls() -> None:
         assert native._client._session is session and not session.closed
         await strategy.cleanup()
         assert session.closed
+
+
+# --- the answer size cap ----------------------------------------------------------------
+
+
+KIB, MIB = 1024, 1024 * 1024
+
+
+def capped(base: str, cap: int | None = 64 * KIB) -> LiteLLMStrategy:
+    return LiteLLMStrategy(
+        "openai/gpt-4o-mini", api_base=base, api_key=SECRET, max_response_bytes=cap
+    )
+
+
+@pytest.mark.parametrize("mode", ["", "CHUNKED", "GZIP"])
+async def test_an_answer_over_the_cap_fails_its_item_and_one_under_it_passes(mode: str) -> None:
+    """With Content-Length, without (chunked) and compressed (its Content-Length is not the
+    size of what it unpacks to); the same session serves the next call."""
+    async with big_answer_server() as base:
+        strategy = capped(base)
+        with pytest.raises(ResponseTooLargeError) as caught:
+            await strategy.execute(f"SIZE={3 * MIB} {mode}", 1, 30)
+        text, usage, _ = await strategy.execute(f"SIZE={32 * KIB} {mode}", 1, 30)
+        await strategy.cleanup()
+    assert text == "y" * 32 * KIB and usage["output_tokens"] == 7
+    info = LiteLLMErrorClassifier().classify(caught.value)
+    assert (info.error_category, info.is_retryable) == ("response_too_large", False)
+    message = str(caught.value)
+    assert "64.0 KiB cap" in message and "max_response_bytes=65536" in message
+    assert "max_response_mb" in message  # how to raise it
+    assert "billed for this call are unknown" in message
+    if mode == "":
+        assert "is 3.0 MiB (its Content-Length)" in message  # refused before reading
+    else:
+        assert "is more than 64.0 KiB (reading stopped at" in message
+    assert SECRET not in message
+    assert failed_attempt_usage(caught.value) is None  # nothing known to bill
+
+
+async def test_a_chunked_answer_is_not_read_past_the_cap() -> None:
+    """32 MiB streamed without Content-Length under a 64 KiB cap: memory stays bounded."""
+    async with big_answer_server() as base:
+        strategy = capped(base)
+        await strategy.execute("SIZE=10", 1, 30)  # session and connection exist before measuring
+        tracemalloc.start()
+        try:
+            with pytest.raises(ResponseTooLargeError):
+                await strategy.execute(f"SIZE={32 * MIB} CHUNKED", 1, 30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        await strategy.cleanup()
+    assert peak < 4 * MIB
+
+
+async def test_no_cap_reads_any_answer_and_the_default_is_8_mib() -> None:
+    async with big_answer_server() as base:
+        strategy = capped(base, cap=None)
+        text, _, _ = await strategy.execute(f"SIZE={3 * MIB} CHUNKED", 1, 30)
+        await strategy.cleanup()
+    assert len(text) == 3 * MIB
+    assert DEFAULT_MAX_RESPONSE_BYTES == 8 * MIB
+    assert LiteLLMStrategy("openai/gpt-4o-mini").max_response_bytes == 8 * MIB
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "8MB"])
+def test_a_cap_that_is_not_a_positive_int_is_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        LiteLLMStrategy("openai/gpt-4o-mini", max_response_bytes=bad)

@@ -19,6 +19,7 @@ from async_batch_llm import LiteLLMErrorClassifier, LiteLLMStrategy
 from async_batch_llm.providers._litellm_import import load_litellm
 from async_batch_llm.simulator import ProviderSimulator
 from async_batch_llm.simulator.profiles import profile_from_name
+from support import big_answer_server
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydantic.*")
 
@@ -232,3 +233,27 @@ async def test_errors_carry_the_declared_rate_limits(protocol: str) -> None:
         assert info.is_rate_limit and info.suggested_wait is not None, transport
         limits = caught.value.rate_limits  # type: ignore[attr-defined]
         assert (limits.requests_limit, limits.requests_remaining) == (2, 0), transport
+
+
+async def test_an_answer_over_the_size_cap_is_the_same_category(protocol: str) -> None:
+    """Over a 64 KiB cap, with Content-Length and chunked: ``response_too_large``, not retried,
+    on both transports; an answer under the cap is the same text on both."""
+    prompts = [f"SIZE={1024 * 1024}", f"SIZE={1024 * 1024} CHUNKED", f"SIZE={8 * 1024} CHUNKED"]
+    got = {}
+    async with big_answer_server() as base:
+        if protocol == "anthropic":
+            base = base.removesuffix("/v1")
+        for transport in ("native", "litellm"):
+            strategy = LiteLLMStrategy(
+                MODELS[protocol],
+                api_base=base,
+                api_key=KEY,
+                transport=transport,
+                max_response_bytes=64 * 1024,
+            )
+            got[transport] = [(await outcome(strategy, prompt))[:3] for prompt in prompts]
+            await strategy.cleanup()
+    assert got["native"] == got["litellm"]
+    too_large = ("error", "response_too_large", False)
+    assert got["native"][:2] == [too_large, too_large]
+    assert got["native"][2][0] == "y" * 8 * 1024
