@@ -20,6 +20,7 @@ from .types import (
     BatchLimits,
     BatchProvider,
     BatchState,
+    OversizeLine,
     ProviderBatch,
     RequestResult,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "BatchState",
     "BatchTarget",
     "OpenAIBatchClient",
+    "OversizeLine",
     "ProviderBatch",
     "RequestResult",
     "batch_client",
@@ -80,9 +82,16 @@ def batch_client(
     limits: BatchLimits | None = None,
     completion_window: str = "24h",
 ) -> BatchClient:
-    """The batch client of ``target``'s provider, with ``limits`` or the provider's own."""
+    """The batch client of ``target``'s provider, with ``limits`` or the provider's own; a
+    results line over the strategy's ``max_response_bytes`` is not read past the cap."""
+    cap = target.strategy.max_response_bytes
     if target.provider == "anthropic":
-        return AnthropicBatchClient(target.endpoint, limits=limits or ANTHROPIC_LIMITS)
+        return AnthropicBatchClient(
+            target.endpoint, limits=limits or ANTHROPIC_LIMITS, max_response_bytes=cap
+        )
     return OpenAIBatchClient(
-        target.endpoint, limits=limits or OPENAI_LIMITS, completion_window=completion_window
+        target.endpoint,
+        limits=limits or OPENAI_LIMITS,
+        completion_window=completion_window,
+        max_response_bytes=cap,
     )

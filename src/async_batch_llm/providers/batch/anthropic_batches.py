@@ -15,7 +15,14 @@ from typing import Any
 
 from ..endpoints import Endpoint
 from .http import BatchHttp
-from .types import ANTHROPIC_LIMITS, BatchLimits, BatchState, ProviderBatch, RequestResult
+from .types import (
+    ANTHROPIC_LIMITS,
+    BatchLimits,
+    BatchState,
+    OversizeLine,
+    ProviderBatch,
+    RequestResult,
+)
 
 __all__ = ["AnthropicBatchClient"]
 
@@ -106,8 +113,14 @@ class AnthropicBatchClient:
 
     provider = "anthropic"
 
-    def __init__(self, endpoint: Endpoint, *, limits: BatchLimits = ANTHROPIC_LIMITS) -> None:
-        self.http = BatchHttp(endpoint)
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        limits: BatchLimits = ANTHROPIC_LIMITS,
+        max_response_bytes: int | None = None,
+    ) -> None:
+        self.http = BatchHttp(endpoint, max_line_bytes=max_response_bytes)
         self.limits = limits
 
     def __repr__(self) -> str:
@@ -160,7 +173,7 @@ class AnthropicBatchClient:
     async def results(self, batch: ProviderBatch) -> AsyncIterator[RequestResult]:
         """Every result line of an ended batch."""
         async for line in self.http.lines(f"/messages/batches/{batch.batch_id}/results"):
-            yield parse_result_line(line)
+            yield line.result() if isinstance(line, OversizeLine) else parse_result_line(line)
 
     async def close(self) -> None:
         await self.http.close()

@@ -3,14 +3,15 @@
 One :class:`BatchHttp` per endpoint holds one aiohttp session per event loop. It speaks the
 same way the native transport does (keys from :class:`~..endpoints.Endpoint`, errors as
 :mod:`..provider_errors` exceptions with any echo of the key redacted), but to the batch
-paths, which the per-call :class:`~..native.client.NativeClient` does not know.
+paths, which the per-call :class:`~..native.client.NativeClient` does not know. A results line
+over the answer size cap is not held: only its head is kept (:class:`~.types.OversizeLine`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -25,10 +26,12 @@ from ..provider_errors import (
     describe_error_answer,
     missing_key,
 )
+from .types import OversizeLine
 
 __all__ = ["BatchHttp", "api_root"]
 
 _READ_CHUNK = 1 << 16  # lines are split by hand: a reply line may be longer than any buffer
+_OVERSIZE_HEAD = 4096  # bytes kept of a line over the cap: its custom_id is at the start
 
 
 def api_root(endpoint: Endpoint) -> str:
@@ -43,8 +46,11 @@ def api_root(endpoint: Endpoint) -> str:
 class BatchHttp:
     """Requests to one provider's API root, authenticated with the endpoint's key."""
 
-    def __init__(self, endpoint: Endpoint, *, timeout: float = 300.0) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, timeout: float = 300.0, max_line_bytes: int | None = None
+    ) -> None:
         self.endpoint = endpoint
+        self.max_line_bytes = max_line_bytes
         self.root = api_root(endpoint)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._headers = {"Accept": "application/json", **auth_headers(endpoint)}
@@ -105,23 +111,21 @@ class BatchHttp:
         form.add_field("file", data, filename=filename, content_type="application/jsonl")
         return _json(await self.request("POST", path, data=form), path)
 
-    async def lines(self, path: str) -> AsyncIterator[bytes]:
+    async def lines(self, path: str) -> AsyncIterator[bytes | OversizeLine]:
         """The non-blank lines of a JSONL answer to ``GET root+path``, streamed (results files
-        can be hundreds of megabytes)."""
+        can be hundreds of megabytes); a line over ``max_line_bytes`` as an OversizeLine."""
         self._check_key()
         url = self.root + path
         try:
             async with self._session_here().get(url, headers=self._headers) as response:
                 if response.status >= 400:
                     raise self._status_error(response.status, await response.read(), f"GET {path}")
-                pending = b""
+                splitter = _LineSplitter(self.max_line_bytes)
                 async for chunk in response.content.iter_chunked(_READ_CHUNK):
-                    *whole, pending = (pending + chunk).split(b"\n")
-                    for line in whole:
-                        if line.strip():
-                            yield line
-                if pending.strip():
-                    yield pending
+                    for line in splitter.feed(chunk):
+                        yield line
+                for line in splitter.feed(b"\n"):
+                    yield line
         except TimeoutError:
             raise ProviderTimeoutError(f"no answer from {url}") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -170,6 +174,43 @@ class BatchHttp:
         return ProviderStatusError(
             redact(described, self.endpoint.key), status_code=status, code=code, error_type=kind
         )
+
+
+class _LineSplitter:
+    """Splits a stream of bytes into its non-blank lines; of a line over ``cap`` bytes only the
+    first few KB are kept (an :class:`OversizeLine`), so memory stays within the cap."""
+
+    def __init__(self, cap: int | None) -> None:
+        self._cap = cap
+        self._pending = bytearray()
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> Iterator[bytes | OversizeLine]:
+        """The lines ``chunk`` completes (a final line without a newline: feed ``b"\\n"``)."""
+        *whole, rest = chunk.split(b"\n")
+        for part in whole:
+            self._add(part)
+            line = self._take()
+            if line is not None:
+                yield line
+        self._add(rest)
+
+    def _add(self, part: bytes) -> None:
+        self._size += len(part)
+        if self._cap is None or self._size <= self._cap:
+            self._pending += part
+        elif len(self._pending) < _OVERSIZE_HEAD:
+            self._pending += part[: _OVERSIZE_HEAD - len(self._pending)]
+        else:
+            del self._pending[_OVERSIZE_HEAD:]
+
+    def _take(self) -> bytes | OversizeLine | None:
+        line, size = bytes(self._pending), self._size
+        self._pending.clear()
+        self._size = 0
+        if self._cap is not None and size > self._cap:
+            return OversizeLine(line, size, self._cap)
+        return line if line.strip() else None
 
 
 def _json(raw: bytes, path: str) -> Any:

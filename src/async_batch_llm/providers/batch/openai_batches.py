@@ -15,7 +15,14 @@ from typing import Any
 
 from ..endpoints import Endpoint
 from .http import BatchHttp
-from .types import OPENAI_LIMITS, BatchLimits, BatchState, ProviderBatch, RequestResult
+from .types import (
+    OPENAI_LIMITS,
+    BatchLimits,
+    BatchState,
+    OversizeLine,
+    ProviderBatch,
+    RequestResult,
+)
 
 __all__ = ["CHUNK_METADATA_KEY", "OpenAIBatchClient"]
 
@@ -110,8 +117,9 @@ class OpenAIBatchClient:
         *,
         limits: BatchLimits = OPENAI_LIMITS,
         completion_window: str = "24h",
+        max_response_bytes: int | None = None,
     ) -> None:
-        self.http = BatchHttp(endpoint)
+        self.http = BatchHttp(endpoint, max_line_bytes=max_response_bytes)
         self.limits = limits
         self.completion_window = completion_window
 
@@ -190,7 +198,10 @@ class OpenAIBatchClient:
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 async for line in self.http.lines(f"/files/{file_id}/content"):
-                    yield parse_result_line(line)
+                    if isinstance(line, OversizeLine):
+                        yield line.result()
+                    else:
+                        yield parse_result_line(line)
 
     async def close(self) -> None:
         await self.http.close()

@@ -18,8 +18,9 @@ from ..litellm import LiteLLMStrategy
 from ..native import anthropic_messages, openai_chat
 from ..native.caller import NativeCaller
 from ..native.reply import Reply
+from ..response_cap import size_text, too_large
 from .pricing import BatchPrice, batch_price
-from .types import BatchProvider
+from .types import BatchProvider, OversizeLine
 
 __all__ = ["BatchTarget", "batch_target"]
 
@@ -46,7 +47,11 @@ class BatchTarget:
         return self.caller.body(prompt)
 
     def parse(self, body: Any) -> Reply:
-        """A reply body from the batch's results, parsed as the online transport parses it."""
+        """A reply body from the batch's results, parsed as the online transport parses it (a
+        line over the answer size cap raises ResponseTooLargeError, as online)."""
+        if isinstance(body, OversizeLine):
+            seen = f"{size_text(body.size)} (a line of the batch's results, not kept)"
+            raise too_large(seen, body.cap)
         if self.provider == "anthropic":
             return anthropic_messages.parse_reply(body)
         return openai_chat.parse_reply(body)

@@ -7,6 +7,7 @@ never looks at a provider's own field names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ __all__ = [
     "BatchLimits",
     "BatchProvider",
     "BatchState",
+    "OversizeLine",
     "ProviderBatch",
     "RequestResult",
 ]
@@ -81,7 +83,8 @@ class ProviderBatch:
 class RequestResult:
     """One request's line of a batch's results, keyed by our ``custom_id``.
 
-    ``kind``: ``succeeded`` (``body`` is the reply, as the online endpoint sends it),
+    ``kind``: ``succeeded`` (``body`` is the reply, as the online endpoint sends it, or an
+    :class:`OversizeLine` the target refuses as the online transport refuses such answers),
     ``errored`` (``status``/``error_type``/``code``/``message`` say why), or ``expired`` /
     ``cancelled`` (never processed: the batch ran out of time or was cancelled).
     """
@@ -94,3 +97,22 @@ class RequestResult:
     code: str | None = None
     message: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_.:-]*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class OversizeLine:
+    """A results line longer than the answer size cap, not read past it: its first bytes
+    (where both providers put the ``custom_id``), the bytes seen, and the cap."""
+
+    head: bytes
+    size: int
+    cap: int
+
+    def result(self) -> RequestResult:
+        """The line as a result for its ``custom_id`` ("" when the head does not name it)."""
+        found = _CUSTOM_ID.search(self.head)
+        custom_id = found.group(1).decode() if found else ""
+        return RequestResult(custom_id, "succeeded", body=self, status=200)
