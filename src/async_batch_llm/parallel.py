@@ -1160,8 +1160,8 @@ class ParallelBatchProcessor(
         pacer = self._pacer
         if pacer is None:
             pacer = self._pacer = Pacer(None, None, self._clock)
-            self._refresh_admission()
         changed = pacer.learn(limits)
+        self._refresh_admission()  # after learning: the pacer paces only once it has a budget
         now = self._clock.now()
         emit = self._emit.limits_learned
         if emit is None or not (changed or now - self._limits_emitted >= 1.0):

@@ -251,13 +251,8 @@ class Pacer:
 
     @property
     def paces(self) -> bool:
-        """True: calls must be admitted through :meth:`acquire`.
-
-        Even with no budget in force yet: the provider may declare one on any response, and
-        the engine creates a pacer for the first declaration before it learns it, so calls
-        admitted without the pacer would miss every limit learned after.
-        """
-        return True
+        """True while a budget is in force (configured, or declared by the provider)."""
+        return self.requests is not None or self.tokens is not None
 
     def _apply_rates(self) -> None:
         """Pace each budget to the lower of configured and declared, or not at all; a pace
