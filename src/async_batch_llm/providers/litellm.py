@@ -207,9 +207,8 @@ class LiteLLMStrategy(LLMCallStrategy[Any]):
             system_prompt=self.system_prompt,
             options=options,
             price_provider=endpoint.provider if priced else None,
+            max_response_bytes=self.max_response_bytes,
         )
-        # NativeCaller does not take the cap (yet): set it on the client it made.
-        caller._client.max_response_bytes = self.max_response_bytes
         return caller
 
     async def cleanup(self) -> None:

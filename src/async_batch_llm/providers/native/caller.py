@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ...llm_strategies import make_usage
 from ..endpoints import Endpoint
 from ..pricing import ModelPrice, load_price_table, model_price
+from ..response_cap import DEFAULT_MAX_RESPONSE_BYTES
 from . import anthropic_messages
 from .client import NativeClient
 
@@ -45,8 +46,9 @@ class NativeCaller:
         system_prompt: str | None,
         options: dict[str, Any],
         price_provider: str | None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self._client = NativeClient(endpoint)
+        self._client = NativeClient(endpoint, max_response_bytes=max_response_bytes)
         self._label = label
         self._system = system_prompt
         self._anthropic = endpoint.protocol == "anthropic"
