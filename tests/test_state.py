@@ -264,3 +264,21 @@ def test_failures_by_category_and_the_event_log() -> None:
     assert state.log_version == version + 2
     assert [entry.kind for entry in state.log][-2:] == ["limits", "operator"]
     assert "waits 30s" in state.log[-2].text
+
+
+def test_store_trouble_while_the_run_goes_on_reaches_the_event_log() -> None:
+    """The runner's store status (why dispatch waits: disk full, a lock held elsewhere) is
+    logged when it appears and when it clears, once each."""
+    from abl_tui.model import RunModel
+
+    model = RunModel()
+    controls: dict[str, object] = {"paused": False, "max_cost": None, "draining": False}
+    controls["budget_note"] = None
+    locked = "database locked by pid 4242 (abl-runs.db)"
+    for now, note in ((1.0, None), (2.0, locked), (3.0, locked), (4.0, None)):
+        model.follow_controls(**controls, now=now, store_note=note)  # type: ignore[arg-type]
+    lines = [(entry.kind, entry.text) for entry in model.state.log]
+    assert lines == [
+        ("store", f"dispatch waits for the run store: {locked}"),
+        ("store", "the run store takes writes again: dispatch goes on"),
+    ]

@@ -259,6 +259,7 @@ class RunnerFeed:
             draining=runner.draining,
             budget_note=runner.budget_status,
             now=now,
+            store_note=getattr(runner, "store_status", None),
         )
 
     def _drain(self, model: RunModel, budget: float | None) -> None:

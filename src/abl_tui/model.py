@@ -100,6 +100,8 @@ class RunModel:
     ended: bool = False  # the engine thread is gone: nothing more will happen
     #: The run's provider batches (``ChunkRecord`` s) for a ``--batch-api`` run, else empty.
     batches: list[Any] = field(default_factory=list)
+    #: Why the run store holds dispatch back right now (None: it takes writes).
+    store_note: str | None = None
 
     def seed(self, initial: dict[str, Any]) -> None:
         """Start from the runner's stored-run summary (once the runner is ready)."""
@@ -146,10 +148,17 @@ class RunModel:
         draining: bool,
         budget_note: str | None,
         now: float,
+        store_note: str | None = None,
     ) -> None:
-        """Bring over the runner's pause, budget and drain state; log when the budget starts
-        or stops holding dispatch back."""
+        """Bring over the runner's pause, budget and drain state; log when the budget or the
+        run store (disk full, a lock held elsewhere) starts or stops holding dispatch back."""
         state = self.state
+        if store_note != self.store_note and not self.ended:
+            if store_note is not None:
+                state.note(now, f"dispatch waits for the run store: {store_note}", "store")
+            else:
+                state.note(now, "the run store takes writes again: dispatch goes on", "store")
+        self.store_note = store_note
         if (budget_note is None) != (state.budget_note is None) and not self.ended:
             if budget_note is not None:
                 state.note(now, f"dispatch stopped: {budget_note} (b: raise the limit)", "budget")
