@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from async_batch_llm.batch_api import ChunkRecord
+if TYPE_CHECKING:  # the batch API (aiohttp with it) is imported by batch runs only
+    from async_batch_llm.batch_api import ChunkRecord
 
 __all__ = ["BATCH_EVENT", "BatchJobRow", "BatchJobs", "job_row", "job_rows", "summary"]
 

@@ -23,12 +23,12 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from async_batch_llm import LLMWorkItem, WorkItemResult
-from async_batch_llm.batch_api import BatchItemOutcome, ChunkRecord, RescueMode
 from async_batch_llm.core.events import sync_handler
 from async_batch_llm.llm_strategies import make_usage
 from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the batch API (aiohttp with it) is imported by batch runs only
+    from async_batch_llm.batch_api import BatchItemOutcome, ChunkRecord, RescueMode
     from async_batch_llm.observers.base import ProcessorObserver
 
 __all__ = [

@@ -347,6 +347,7 @@ def _run(args: argparse.Namespace) -> int:
         items_path=batch.items_path,
         source=str(args.batch),
         keep_open=_use_dashboard(args),
+        buffer_events=_use_dashboard(args),  # headless reads counts, folds no events
         store_wait=_store_wait(args),
     )
     return _execute(plan, dashboard=_use_dashboard(args), theme=_theme(args))
@@ -401,6 +402,7 @@ def _resume(args: argparse.Namespace) -> int:
         run_ref=args.run,
         retry_failed=args.retry_failed,
         keep_open=_use_dashboard(args),
+        buffer_events=_use_dashboard(args),  # headless reads counts, folds no events
         wait=args.wait,
         items_changed=args.items_changed,
         store_wait=_store_wait(args),

@@ -1,8 +1,8 @@
-"""Calls under way and money spent, counted in the engine's thread: what drain and the budget
-decide from.
+"""Calls under way and what this session's items did, counted in the engine's thread: what
+drain and the budget decide from, and what headless mode shows (without folding each event).
 
-:class:`FlightLog` is an engine observer (one set operation per event); :class:`Budget` is
-the pure rule "stop dispatch once the cost so far plus the calls under way reaches the
+:class:`FlightLog` is an engine observer (a few operations per item event); :class:`Budget`
+is the pure rule "stop dispatch once the cost so far plus the calls under way reaches the
 limit", with the calls under way priced at this session's average cost per item.
 """
 
@@ -16,21 +16,39 @@ from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
 
 from .formatting import cost
 
-#: Events after which an item is no longer calling the provider (a retry waits first).
-_CALL_ENDED = frozenset({"item_completed", "item_failed", "item_retry", "rate_limit_hit"})
-_ITEM_ENDED = frozenset({"item_completed", "item_failed"})
+_STARTED = ProcessingEvent.ITEM_STARTED
+_COMPLETED = ProcessingEvent.ITEM_COMPLETED
+_FAILED = ProcessingEvent.ITEM_FAILED
+_RETRY = ProcessingEvent.ITEM_RETRY
+_RATE_LIMITED = ProcessingEvent.RATE_LIMIT_HIT
+_COOLDOWN_STARTED = ProcessingEvent.COOLDOWN_STARTED
+_COOLDOWN_ENDED = ProcessingEvent.COOLDOWN_ENDED
 
 
 class FlightLog(BaseObserver):
-    """Which items are calling the provider right now, and what finished items cost."""
+    """Which items are calling the provider right now, and what this session's items did:
+    their outcomes, retries, 429s, tokens and cost (another thread may read the counts)."""
 
-    borrows_payload = True  # reads two keys, keeps nothing
+    wanted_events = frozenset(
+        (_STARTED, _COMPLETED, _FAILED, _RETRY, _RATE_LIMITED, _COOLDOWN_STARTED, _COOLDOWN_ENDED)
+    )
+    borrows_payload = True  # reads a few keys, keeps nothing
 
     def __init__(self) -> None:
         self.calling: set[str] = set()
         self.cost = 0.0  # this session's items, as the provider priced them
         self.priced_items = 0
-        self.finished = 0  # items ended this session (succeeded or failed)
+        self.succeeded = 0  # items ended this session, by outcome
+        self.failed = 0
+        self.retries = 0  # attempts to be tried again, and rate-limited ones
+        self.rate_limits = 0
+        self.input_tokens = 0  # the ended items' tokens (every attempt of each)
+        self.output_tokens = 0
+        self.cached_tokens = 0
+        #: Failed items by error category (the dict is replaced, never changed in place).
+        self.errors_by_category: dict[str, int] = {}
+        #: When the rate-limit cooldown in force ends (wall clock; None: none is).
+        self.cooldown_until: float | None = None
         #: Called (in the engine's loop) after a call starts or ends.
         self.on_change: Callable[[], None] | None = None
 
@@ -38,22 +56,47 @@ class FlightLog(BaseObserver):
         self.on_event_sync(event, data)
 
     def on_event_sync(self, event: ProcessingEvent, data: dict[str, Any]) -> None:
-        """Follow one event: a call started, or ended (and what its item cost)."""
-        name = event._value_
-        if name == "item_started":
+        """Follow one event: a call started, or ended (and how its item did)."""
+        if event is _STARTED:
             self.calling.add(data["item_id"])
-        elif name in _CALL_ENDED:
-            self.calling.discard(data.get("item_id", ""))
-            if name in _ITEM_ENDED:
-                self.finished += 1
-                cost = data.get("cost")
-                if cost is not None:
-                    self.cost += cost
-                    self.priced_items += 1
+        elif event is _COMPLETED or event is _FAILED:
+            self.calling.discard(data["item_id"])
+            self._item_ended(event is _COMPLETED, data)
+        elif event is _RETRY or event is _RATE_LIMITED:
+            self.calling.discard(data["item_id"])
+            if event is _RETRY:
+                self.retries += 1
+            else:
+                self.rate_limits += 1
         else:
+            self.cooldown_until = data.get("until") if event is _COOLDOWN_STARTED else None
             return
         if self.on_change is not None:
             self.on_change()
+
+    def _item_ended(self, succeeded: bool, data: dict[str, Any]) -> None:
+        """Count an item's final outcome, its tokens and its cost."""
+        if succeeded:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+            category = data.get("error_category") or "unknown"
+            errors = self.errors_by_category
+            self.errors_by_category = {**errors, category: errors.get(category, 0) + 1}
+        usage = data.get("tokens")
+        if usage:
+            self.input_tokens += usage.get("input_tokens", 0)
+            self.output_tokens += usage.get("output_tokens", 0)
+            self.cached_tokens += usage.get("cached_input_tokens", 0)
+        item_cost = data.get("cost")
+        if item_cost is not None:
+            self.cost += item_cost
+            self.priced_items += 1
+
+    @property
+    def finished(self) -> int:
+        """Items ended this session (succeeded or failed)."""
+        return self.succeeded + self.failed
 
     @property
     def in_flight(self) -> int:

@@ -1,4 +1,9 @@
-"""Headless mode: the run with a rich progress display (or plain lines) and a summary."""
+"""Headless mode: the run with a rich progress display (or plain lines) and a summary.
+
+Nothing here runs per engine event: a few times a second the display takes the counts the
+runner's flight log keeps in the engine's thread, and the provider batches' reports from the
+runner's buffer (which, headless, carries nothing else); the summary is the stored run's.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,18 @@ import os
 import shlex
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 
-from async_batch_llm.batch_api import ChunkRecord
-
 from .batch_jobs_state import BATCH_EVENT, BatchJobs
 from .report import live_panel, retry_hint, status_line, summary_table
 from .runner import Runner
-from .state import RunState
+from .state import RunState, WorkerState
+
+if TYPE_CHECKING:
+    from async_batch_llm.batch_api import ChunkRecord
 
 REFRESH_SECONDS = 0.25
 PLAIN_LINE_SECONDS = 5.0
@@ -35,27 +42,77 @@ def chunk_line(record: ChunkRecord, before: ChunkRecord | None) -> str | None:
     return f"batch {name} ({record.provider}, {size}): {record.state}"
 
 
+def _tokens(state: RunState) -> int:
+    return state.totals.input_tokens + state.totals.output_tokens
+
+
 class _Progress:
-    """The run state and its provider batches, folded from the runner's buffer."""
+    """The run state shown: the stored run as this session found it (``base``) plus the
+    runner's counts of this session; and the run's provider batches."""
 
     def __init__(self, runner: Runner, console: Console) -> None:
         self.runner = runner
         self.console = console
         self.state = RunState()
+        self.base = RunState()
         self.jobs = BatchJobs()
 
-    def fold(self) -> None:
-        events = self.runner.buffer.drain()
-        self.state.apply_all(events)
-        for name, data, _at in events:
+    def begin(self, now: float) -> None:
+        """Start from the stored run (a resumed run shows what it had already done)."""
+        for state in (self.state, self.base):
+            state.load(self.runner.initial)
+        self.state.started_at = now
+        self.state.status = "running"
+
+    def update(self, now: float) -> None:
+        """Print the provider batches that changed; take the runner's counts."""
+        self._show_batches()
+        self._count(now)
+
+    def _show_batches(self) -> None:
+        for name, data, _at in self.runner.buffer.drain():
             if name == BATCH_EVENT:
                 record = data["record"]
                 line = chunk_line(record, self.jobs.apply(record))
                 if line is not None:
                     self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
+    def _count(self, now: float) -> None:
+        """The stored counts plus this session's (the flight log's, read as they are: each
+        number is whole, the set of them at most a few items apart)."""
+        flight, base, state = self.runner.flight, self.base, self.state
+        done_before, tokens_before = state.done, _tokens(state)
+        state.succeeded = base.succeeded + flight.succeeded
+        state.failed = base.failed + flight.failed
+        state.retries = base.retries + flight.retries
+        state.rate_limits = base.rate_limits + flight.rate_limits
+        state.errors_by_category = flight.errors_by_category
+        state.cooldown_until = flight.cooldown_until
+        totals, before = state.totals, base.totals
+        totals.input_tokens = before.input_tokens + flight.input_tokens
+        totals.output_tokens = before.output_tokens + flight.output_tokens
+        totals.cached_tokens = before.cached_tokens + flight.cached_tokens
+        totals.cost = before.cost + flight.cost
+        totals.cost_known = before.cost_known or flight.priced_items > 0
+        state.completions.add(now, state.done - done_before)
+        state.tokens.add(now, _tokens(state) - tokens_before)
+
+    def finish(self, now: float) -> None:
+        """The last counts, then the stored run's totals and failed items (when it could be
+        read once it ended): what the summary shows."""
+        self.update(now)
+        self.state.finished_at = now
+        if self.runner.final is not None:
+            self.state.load(self.runner.final, keep_session=True)
+
     def panel(self) -> RenderableType:
-        panel = live_panel(self.state)
+        state = self.state
+        busy = self.runner.flight.in_flight
+        state.workers = {
+            n: WorkerState(n, item_id="" if n < busy else None)
+            for n in range(max(state.max_workers, busy))
+        }  # as many calling as the flight log counts
+        panel = live_panel(state)
         batches = self.jobs.summary()
         return Group(panel, batches) if batches else panel
 
@@ -66,19 +123,19 @@ class _Progress:
 
 
 def _follow(progress: _Progress) -> None:
-    """Fold and show progress until the run ends."""
+    """Show progress until the run ends."""
     runner, console = progress.runner, progress.console
     if console.is_terminal:
         with Live(progress.panel(), console=console, refresh_per_second=4) as live:
             while not runner.done.wait(REFRESH_SECONDS):
-                progress.fold()
+                progress.update(time.time())
                 live.update(progress.panel())
-            progress.fold()
+            progress.update(time.time())
             live.update(progress.panel())
         return
     last_line = time.monotonic()
     while not runner.done.wait(REFRESH_SECONDS):
-        progress.fold()
+        progress.update(time.time())
         if time.monotonic() - last_line >= PLAIN_LINE_SECONDS:
             last_line = time.monotonic()
             console.print(progress.line(), highlight=False, soft_wrap=True)
@@ -94,17 +151,16 @@ def run_headless(runner: Runner, console: Console | None = None) -> RunState:
     try:
         runner.wait_ready()
         if runner.run_id:
-            state.load(runner.initial)
+            progress.begin(time.time())
             console.print(f"run-id: {runner.run_id}", highlight=False)
         _follow(progress)
     except KeyboardInterrupt:
         console.print("interrupting: recording items under way, the run stays resumable…")
         runner.cancel()
         runner.join()
-    progress.fold()
+    progress.finish(time.time())
     outcome = runner.outcome
     if outcome.error is None and runner.run_id:
-        state.finished_at = time.time()
         table = summary_table(state, outcome.status)
         batches = progress.jobs.summary()
         if batches:

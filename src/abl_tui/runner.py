@@ -2,9 +2,10 @@
 
 The engine thread runs the batch in rounds: the first round sends every item that has no
 committed result; later rounds (dashboard only) send items the user asked to retry. The
-UI never sees engine objects: it drains :attr:`Runner.events` (a buffer the engine's
-observer appends to) into its own :class:`~abl_tui.state.RunState`, and sends commands
-through the runner's thread-safe methods.
+UI never sees engine objects: the dashboard drains :attr:`Runner.buffer` (a buffer the
+engine's observer appends to) into its own :class:`~abl_tui.state.RunState`; headless mode
+reads the counts of :attr:`Runner.flight` instead (no per-event work in its thread). Both
+send commands through the runner's thread-safe methods.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 from async_batch_llm import LLMWorkItem, ParallelBatchProcessor, ProcessorConfig, RetryConfig
 from async_batch_llm.core.config import RateLimitConfig
 from async_batch_llm.observers.base import BaseObserver, ProcessingEvent
-from async_batch_llm.store import RunStore, StoreError
+from async_batch_llm.store import RunStore, RunSummary, StoreError
 from async_batch_llm.store.diagnose import describe_write_error
 from async_batch_llm.store.errors import StoreUnwritable
 from async_batch_llm.store.fingerprint import file_fingerprint, fingerprint_change
@@ -78,6 +79,9 @@ def unsettled_limit(workers: int) -> int:
     stored when the store stops taking writes."""
     return max(1, workers // 2)
 
+
+#: Failed items the run's final record (:attr:`Runner.final`) names (the rest are counted).
+FINAL_FAILED_ROWS = 100
 
 #: Events the UI buffer holds at most. Past it the oldest are dropped and counted in
 #: ``EventBuffer.dropped``: the screen's counts would then fall short of the store's, which
@@ -156,6 +160,9 @@ class RunPlan:
     store_wait: float = STORE_WAIT  # see STORE_WAIT
     items_changed: str = "refuse"  # resume of an edited items file: "refuse" or "ignore"
     max_cost: float | None = None  # overrides the settings' budget (resume --max-cost)
+    #: Buffer every engine event for the dashboard to fold; headless mode reads the flight
+    #: log's counts instead (its buffer then carries only the provider-batch reports).
+    buffer_events: bool = True
 
 
 @dataclass
@@ -187,6 +194,9 @@ class Runner:
         self.run_id: str | None = None
         self.settings: RunSettings | None = plan.settings
         self.initial: dict[str, Any] = {}
+        #: The stored run once it ended (totals and its first failed items, as
+        #: :func:`~abl_tui.state.stored_run` gives them); None until then, or if unreadable.
+        self.final: dict[str, Any] | None = None
         self.ready = threading.Event()
         self.done = threading.Event()
         #: What the runner is doing before the run is ready, in words (for a status line).
@@ -479,7 +489,7 @@ class Runner:
         assert store is not None and settings is not None and self.run_id is not None
         strategy = build_strategy(settings)
         writer = self._open_writer(settings)
-        processor = self._make_processor([writer, self.buffer, self.flight])
+        processor = self._make_processor([writer, *self._followers()])
         self._processor = processor
         self._apply_pause()
         self._check_budget()  # a resumed run may have spent its budget already
@@ -516,8 +526,9 @@ class Runner:
                 self._batch_status(record)
             writer = self._open_writer(settings)
             attempts = BatchAttempts()
-            followers: list[SyncObserver] = [self.buffer, self.flight]
-            wrapped = [AfterBatchAttempt(o, attempts) for o in (writer, self.buffer, self.flight)]
+            observers = self._followers()
+            followers: list[SyncObserver] = list(observers)
+            wrapped = [AfterBatchAttempt(o, attempts) for o in (writer, *observers)]
             processor = self._make_processor(list(wrapped))
             self._processor = processor
             self._apply_pause()
@@ -550,6 +561,13 @@ class Runner:
         finally:
             await journal.close()
         await self._settle_status()
+
+    def _followers(self) -> list[EventBuffer | FlightLog]:
+        """The observers besides the store's writer: the flight log, and the UI's buffer
+        unless the plan reads counts instead (headless)."""
+        if self.plan.buffer_events:
+            return [self.buffer, self.flight]
+        return [self.flight]
 
     def _batch_status(self, record: Any) -> None:
         """A chunk was planned, submitted, polled, cancelled or ended (in the loop)."""
@@ -703,11 +721,18 @@ class Runner:
             status = "interrupted"
         await self._store.set_run_status(self.run_id, status)
         self.outcome.status = status
+        await self._record_final(self._store, run)
+
+    async def _record_final(self, store: RunStore, run: RunSummary) -> None:
+        """The ended run's counts for the outcome, and its totals and first failed items for
+        a summary (:attr:`final`)."""
         self.outcome.succeeded, self.outcome.failed, self.outcome.total = (
             run.succeeded,
             run.failed,
             run.total,
         )
+        failed = await store.failed_items(run.id, limit=FINAL_FAILED_ROWS) if run.failed else []
+        self.final = stored_run(run, failed)
 
     async def _close(self) -> None:
         store = self._store
@@ -748,11 +773,8 @@ class Runner:
             self.outcome.status = "interrupted"
             return
         self.outcome.status = "interrupted"
-        self.outcome.succeeded, self.outcome.failed, self.outcome.total = (
-            run.succeeded,
-            run.failed,
-            run.total,
-        )
+        with contextlib.suppress(StoreError, sqlite3.Error):  # the summary does without
+            await self._record_final(store, run)
 
     def _remove_store_files(self) -> None:
         path = self.plan.db_path
