@@ -145,3 +145,44 @@ async def test_watch_counts_retries_and_429s_from_the_attempt_history(
     model = RunModel()
     apply_snapshot(model, snapshot, NOW)
     assert (model.state.retries, model.state.rate_limits) == (2, 1)
+
+
+class FlakySource(FakeSource):
+    """A store that fails some polls (a lock held long elsewhere), then reads again."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__(snapshot)
+        self.failing = False
+
+    async def snapshot(self) -> Snapshot:
+        if self.failing:
+            raise RuntimeError("database is locked")
+        return self.current
+
+
+async def test_a_failed_poll_is_logged_and_watching_goes_on() -> None:
+    """One poll that raises does not close the dashboard: the event log says so once, the
+    polls go on, and the next good one folds as usual."""
+    source = FlakySource(Snapshot(Run(), list(FAILED), list(RUNNING)))
+    app, feed = watch_app(source)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: feed.polls >= 1, "a first poll")
+        source.failing = True
+        polls = feed.polls
+        await until(pilot, lambda: feed.polls >= polls + 3, "polls while the store fails")
+        app.tick()  # the app pulls the feed while the store still fails
+        await pilot.pause()
+        assert app.is_running
+        source.failing = False
+        source.current = Snapshot(Run(succeeded=42, failed=1), [FAILED[1]], [])
+        polls = feed.polls
+        await until(pilot, lambda: feed.polls > polls, "a poll after the store reads again")
+        app.tick()
+        await pilot.pause()
+        assert app.is_running
+        assert "43/120" in str(app.main.query_one("#progress-text", Static).render())
+        texts = [entry.text for entry in app.model.state.log if entry.kind == "store"]
+        assert texts == [
+            "could not read the run store (RuntimeError: database is locked): polling on",
+            "the run store reads again",
+        ]

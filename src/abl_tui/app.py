@@ -271,6 +271,10 @@ class DashboardApp(App[None]):
         commands = self._commands()
         if commands is None:
             return
+        retried = self._model.retries.items.get(message.item_id)
+        if retried is not None and retried.status in ("queued", "running"):
+            self.notify(f"{message.item_id} is already on its way: replay it once it is back")
+            return
         commands.runner.replay(message.item_id, message.prompt, message.options)
         self._model.replay_sent(message.item_id, succeeded=message.succeeded)
         self._model.state.note(self.clock(), f"replay {message.item_id} sent")
@@ -290,7 +294,9 @@ class DashboardApp(App[None]):
 
         def answered(yes: bool | None) -> None:
             if yes and self.allowed.retry and self._model.state.failed > 0:
-                self._retry_group(group, category, count)
+                # Only those still failed: one may have been retried while the question was up.
+                still_failed = self._model.state.failed_items
+                self._retry_group([i for i in group if i in still_failed], category, count)
 
         noun = "item" if count == 1 else "items"
         question = (

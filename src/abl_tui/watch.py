@@ -161,6 +161,8 @@ class WatchFeed:
         self.poll_seconds = poll_seconds
         self.polls = 0  # snapshots read and handed to the app so far
         self._latest: Snapshot | None = None  # read and not folded yet
+        self._problem: str | None = None  # why the last poll failed (None: it did not)
+        self._problem_shown: str | None = None
 
     @property
     def commands(self) -> LiveCommands | None:
@@ -187,7 +189,11 @@ class WatchFeed:
             raise FeedUnavailable(str(exc)) from exc
         try:
             while True:
-                self._latest = await self.source.snapshot()
+                try:
+                    self._latest = await self.source.snapshot()
+                    self._problem = None
+                except Exception as exc:  # a lock held long, a file being replaced: poll on
+                    self._problem = f"{type(exc).__name__}: {exc}"
                 updated()
                 self.polls += 1
                 await asyncio.sleep(self.poll_seconds)
@@ -199,6 +205,14 @@ class WatchFeed:
         snapshot, self._latest = self._latest, None
         if snapshot is not None:
             apply_snapshot(model, snapshot, now)
+        if self._problem != self._problem_shown:  # one log line when it starts and ends
+            self._problem_shown = self._problem
+            text = (
+                f"could not read the run store ({self._problem}): polling on"
+                if self._problem
+                else "the run store reads again"
+            )
+            model.state.note(now, text, "store")
 
     async def load_item(self, item_id: str) -> Any:
         """An item's stored record, read from the watched store."""
