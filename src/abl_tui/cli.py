@@ -357,6 +357,8 @@ def _confirmed(settings: Any, items_path: Path, *, yes: bool) -> bool:
     """A run that may cost money shows its forecast and asks ``Start? ~$4.10 (+/- 15%),
     ~25 min`` first: on a terminal it waits for y; without one it refuses (exit 2) unless
     ``--yes`` was given, since nobody is there to see the cost."""
+    if settings.dry_run:  # sends nothing: no forecast (nor the price tables it imports)
+        return True
     from .forecast import forecast, needs_confirmation
 
     if not needs_confirmation(settings):
