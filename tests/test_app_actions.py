@@ -581,7 +581,8 @@ class Factory:
 async def test_runs_screen_lists_runs_and_switches_when_finished() -> None:
     runner = demo_runner(script=finished_script(), runs=demo_runs())
     factory = Factory()
-    app = make_app(runner, runner_factory=factory)
+    switched: list[Any] = []  # what the command line's signal handlers would stop from then on
+    app = make_app(runner, runner_factory=factory, on_runner_switched=switched.append)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("u")
@@ -602,6 +603,7 @@ async def test_runs_screen_lists_runs_and_switches_when_finished() -> None:
             {"db_path": runner.db_path, "run_ref": "r-20251123-aaaa01", "retry_failed": True}
         ]
         assert app.feed.runner is factory.made[0]
+        assert switched == [factory.made[0]]
         assert factory.made[0].names() == ["start"]
         assert isinstance(app.screen, MainScreen)
         assert "switched" in text(app, "#run-title")

@@ -84,13 +84,17 @@ class DashboardApp(App[None]):
         theme: str | None = None,
         themes_dir: Path | None = None,
         on_theme_chosen: Callable[[str], None] | None = None,
+        on_runner_switched: Callable[[RunnerLike], None] | None = None,
     ) -> None:
         """``feed``: a :class:`RunFeed`, or a runner (followed live; ``started`` says it
-        runs already, ``runner_factory`` opens the other runs of its store)."""
+        runs already, ``runner_factory`` opens the other runs of its store).
+        ``on_runner_switched`` hears of the runner of a run the runs screen switched to
+        (the command line's signal handlers stop that one from then on)."""
         super().__init__()
         if not isinstance(feed, RunFeed):
             feed = RunnerFeed(feed, started=started, runner_factory=runner_factory)
         self.feed: RunFeed = feed
+        self._on_runner_switched = on_runner_switched
         self.clock = clock
         self.refresh_seconds = refresh_seconds
         self.read_only = feed.commands is None
@@ -405,7 +409,7 @@ class DashboardApp(App[None]):
         state = self._model.state
         live = commands.runner.set_limits(rpm, tpm)
         state.rpm_limit, state.tpm_limit = rpm, tpm
-        when = "now" if live else "from the next round (this engine cannot re-pace a round)"
+        when = "now" if live else "from the next round (none is under way)"
         message = f"pacing {_limit('rpm', rpm)}, {_limit('tpm', tpm)}: {when}"
         state.note(self.clock(), message)
         self.notify(message, timeout=5 if live else 10)
@@ -521,6 +525,8 @@ class DashboardApp(App[None]):
 
     async def _finish_switch(self, commands: LiveCommands, run_id: str, retry: bool) -> None:
         self.feed = await commands.open_run(run_id, retry_failed=retry)
+        if self._on_runner_switched is not None and isinstance(self.feed, RunnerFeed):
+            self._on_runner_switched(self.feed.runner)
         self._model = self._new_model()
         self._end_reported = False
         self._switching = False
@@ -626,10 +632,17 @@ def run_dashboard(
     started: bool = False,
     theme: str | None = None,
     on_theme_chosen: Callable[[str], None] | None = None,
+    on_runner_switched: Callable[[RunnerLike], None] | None = None,
 ) -> RunnerLike:
     """Run the dashboard until the user quits; returns the runner in use at the end (the user
     may have switched runs), after its thread has ended."""
-    app = DashboardApp(runner, started=started, theme=theme, on_theme_chosen=on_theme_chosen)
+    app = DashboardApp(
+        runner,
+        started=started,
+        theme=theme,
+        on_theme_chosen=on_theme_chosen,
+        on_runner_switched=on_runner_switched,
+    )
     try:
         app.run()
     finally:

@@ -334,11 +334,11 @@ def _run(args: argparse.Namespace) -> int:
         batch_api=args.batch_api,
         batch_deadline=args.batch_deadline,
         rescue=args.rescue,
+        transport=args.transport,
     )
-    if args.transport is not None:  # the transport field may not exist in this version yet
-        settings = settings.merged(transport=args.transport)
     if not settings.name:
         settings = settings.merged(name=batch.items_path.stem)
+    theme = _theme(args)  # a bad --theme is refused before the paid-run question, not after
     if not _confirmed(settings, batch.items_path, yes=args.yes):
         return EXIT_USAGE
     plan = RunPlan(
@@ -350,7 +350,7 @@ def _run(args: argparse.Namespace) -> int:
         buffer_events=_use_dashboard(args),  # headless reads counts, folds no events
         store_wait=_store_wait(args),
     )
-    return _execute(plan, dashboard=_use_dashboard(args), theme=_theme(args))
+    return _execute(plan, dashboard=_use_dashboard(args), theme=theme)
 
 
 def _confirmed(settings: Any, items_path: Path, *, yes: bool) -> bool:
@@ -429,7 +429,13 @@ def _execute(plan: Any, *, dashboard: bool, theme: str | None = None) -> int:
             from .app import run_dashboard
 
             # the runs screen may switch runs: the runner in use at the end is returned
-            runner = run_dashboard(runner, started=True, theme=theme, on_theme_chosen=_save_theme)
+            runner = run_dashboard(
+                runner,
+                started=True,
+                theme=theme,
+                on_theme_chosen=_save_theme,
+                on_runner_switched=stop.follow,
+            )
         else:
             from .headless import run_headless
 
@@ -456,6 +462,10 @@ class _Stop:
     def __init__(self, runner: Any) -> None:
         self.runner = runner
         self.signal: int | None = None
+
+    def follow(self, runner: Any) -> None:
+        """Stop this runner from now on (the dashboard switched to another run)."""
+        self.runner = runner
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         if self.signal is not None:

@@ -2,8 +2,9 @@
 
 The engine thread runs the batch in rounds: the first round sends every item that has no
 committed result; later rounds (dashboard only) send items the user asked to retry. The
-UI never sees engine objects: the dashboard drains :attr:`Runner.buffer` (a buffer the
-engine's observer appends to) into its own :class:`~abl_tui.state.RunState`; headless mode
+UI never sees engine objects: the dashboard's feed (:class:`~abl_tui.feeds.RunnerFeed`)
+drains :attr:`Runner.buffer` (a buffer the engine's observer appends to) into its own
+:class:`~abl_tui.model.RunModel`; headless mode
 reads the counts of :attr:`Runner.flight` instead (no per-event work in its thread). Both
 send commands through the runner's thread-safe methods.
 """
@@ -907,14 +908,13 @@ class Runner:
         self._call(self._check_budget)
 
     def set_limits(self, rpm: float | None, tpm: float | None) -> bool:
-        """New pacing limits: at once when the engine can change them mid-round (True), else
-        from the next round (False: the engine offers no setter yet)."""
+        """New pacing limits: at once while a round runs (True), else from the next round
+        (False: no round is under way)."""
         self._limits = (rpm, tpm)
         processor = self._processor
-        setter = getattr(processor, "set_pacing", None)
-        if setter is None:
+        if processor is None:
             return False
-        self._call(lambda: setter(rpm, tpm))
+        self._call(lambda: processor.set_pacing(rpm, tpm))
         return True
 
     @property

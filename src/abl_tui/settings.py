@@ -79,7 +79,7 @@ def build_strategy(settings: BatchSpec) -> Any:
         "api_base": settings.api_base,
         "api_key": local_api_key(settings.model, settings.api_base),
         "system_prompt": settings.system_prompt,
-        "transport": getattr(settings, "transport", None) or "auto",
+        "transport": settings.transport,
         "max_response_bytes": max_response_bytes(settings),
         **options,
     }
