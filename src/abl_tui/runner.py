@@ -455,10 +455,13 @@ class Runner:
             yield item
 
     async def _items_by_id(self, item_ids: list[str]) -> AsyncIterator[Any]:
+        """The stored items of a retry request that are pending: the ones it reset. An item
+        that succeeded, or is on its way again, since the request was made is not sent (it
+        would be paid twice)."""
         assert self._store is not None and self.run_id is not None
         for item_id in item_ids:
             item = await self._store.item(self.run_id, item_id)
-            if item is not None:
+            if item is not None and item.status == "pending":
                 yield item
 
     def _make_processor(self, observers: list[Any]) -> ParallelBatchProcessor[Any, Any, Any]:

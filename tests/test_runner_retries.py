@@ -1,0 +1,51 @@
+"""Retries by hand on the real runner: only what is still failed goes again, so nothing that
+succeeded meanwhile is paid twice (the dashboard's question may stay open while items end)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from abl_tui.batchfile import BatchSpec
+from abl_tui.runner import Runner, RunPlan
+from async_batch_llm.providers._simulated import shared_simulator
+from support import PROCESS_TIMEOUT
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition()`` (the runner works in its own thread), within a deadline."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
+def test_a_retry_request_naming_a_succeeded_item_sends_only_the_failed_one(
+    tmp_path: Path,
+) -> None:
+    tag = uuid.uuid4().hex
+    prompts = {"ok": f"{tag} fine", "bad": f"{tag} refused [[sim:400]]"}
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        "".join(json.dumps({"id": key, "prompt": text}) + "\n" for key, text in prompts.items())
+    )
+    spec = BatchSpec(items=str(items), model="simulated/default", workers=2, max_attempts=1)
+    plan = RunPlan(db_path=tmp_path / "runs.db", settings=spec, items_path=items, keep_open=True)
+    runner = Runner(plan)
+    runner.start()
+    try:
+        wait_until(lambda: runner.flight.finished == 2, "the first round")
+        runner.retry_items(["ok", "bad"])  # "ok" succeeded: a stale request names it too
+        wait_until(lambda: runner.flight.finished >= 3, "the retry of the failed item")
+        runner.stop()
+        assert runner.join(60), "the runner did not end"
+    finally:
+        if not runner.done.is_set():
+            runner.cancel()
+            runner.join(30)
+    sent = shared_simulator("default").requests_by_prompt()
+    assert len(sent[prompts["ok"]]) == 1  # not paid twice
+    assert len(sent[prompts["bad"]]) == 2
