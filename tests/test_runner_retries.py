@@ -49,3 +49,20 @@ def test_a_retry_request_naming_a_succeeded_item_sends_only_the_failed_one(
     sent = shared_simulator("default").requests_by_prompt()
     assert len(sent[prompts["ok"]]) == 1  # not paid twice
     assert len(sent[prompts["bad"]]) == 2
+
+
+async def test_items_and_runs_still_load_once_the_engine_has_ended(tmp_path: Path) -> None:
+    """After the engine's thread ended (a drain, a stopped run), the dashboard still opens an
+    item's detail and the runs list: read from the store file, read-only."""
+    from abl_tui.feeds import RunnerFeed
+
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"id": "only", "prompt": f"{uuid.uuid4().hex} hi"}) + "\n")
+    spec = BatchSpec(items=str(items), model="simulated/default", workers=1)
+    runner = Runner(RunPlan(db_path=tmp_path / "runs.db", settings=spec, items_path=items))
+    runner.start()
+    assert runner.join(60), "the run did not end"
+    feed = RunnerFeed(runner, started=True)
+    item = await feed.load_item("only")
+    assert item is not None and item.status == "succeeded"
+    assert [run.id for run in await feed.load_runs()] == [runner.run_id]

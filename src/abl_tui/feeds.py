@@ -13,7 +13,7 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -271,8 +271,28 @@ class RunnerFeed:
                 break
 
     async def load_item(self, item_id: str) -> Any:
-        """Read in the engine's loop, awaited here."""
-        return await asyncio.wrap_future(self.runner.fetch_item(item_id))
+        """Read in the engine's loop, awaited here; once the engine has ended (a drain, a
+        stopped run), straight from the store file, read-only."""
+        runner = self.runner
+        if runner.done.is_set():
+            run_id = runner.run_id or ""
+            return await _read_store(runner, lambda store: store.item(run_id, item_id))
+        return await asyncio.wrap_future(runner.fetch_item(item_id))
 
     async def load_runs(self) -> list[Any]:
-        return list(await asyncio.wrap_future(self.runner.fetch_runs()))
+        """Every run in the store (as :meth:`load_item` reads)."""
+        runner = self.runner
+        if runner.done.is_set():
+            return list(await _read_store(runner, lambda store: store.list_runs()))
+        return list(await asyncio.wrap_future(runner.fetch_runs()))
+
+
+async def _read_store(runner: RunnerLike, query: Callable[[Any], Awaitable[Any]]) -> Any:
+    """``query`` on the runner's store opened read-only in this loop (its engine has ended)."""
+    from async_batch_llm.store import RunStore
+
+    store = await RunStore.open(Path(runner.plan.db_path), readonly=True)
+    try:
+        return await query(store)
+    finally:
+        await store.close()
