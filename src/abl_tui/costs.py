@@ -7,11 +7,13 @@ price table is read as data (``async_batch_llm.providers.pricing``): litellm is 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from async_batch_llm.providers.batch.pricing import BatchPrice, batch_price
 from async_batch_llm.providers.litellm import LiteLLMStrategy
 from async_batch_llm.providers.pricing import ModelPrice, model_price
+
+if TYPE_CHECKING:
+    from async_batch_llm.providers.batch.pricing import BatchPrice
 
 
 def price_of(model: str) -> ModelPrice | None:
@@ -25,6 +27,9 @@ def price_of(model: str) -> ModelPrice | None:
 def batch_price_of(model: str) -> BatchPrice | None:
     """The batch-API rates of ``provider/name`` (half the online price unless litellm's table
     says otherwise), or None when not priced."""
+    # Here, not at import: the batch package loads its HTTP clients (and aiohttp).
+    from async_batch_llm.providers.batch.pricing import batch_price
+
     provider, _, name = model.partition("/")
     if not name:
         provider, name = "openai", provider
