@@ -282,3 +282,26 @@ def test_store_trouble_while_the_run_goes_on_reaches_the_event_log() -> None:
         ("store", f"dispatch waits for the run store: {locked}"),
         ("store", "the run store takes writes again: dispatch goes on"),
     ]
+
+
+def test_an_overflowing_event_buffer_counts_what_it_drops_and_the_log_says_so() -> None:
+    """Past its limit the runner's buffer drops the oldest events and counts them; the live
+    feed says so once in the event log (the screen's counts may then be short)."""
+    from abl_tui.feeds import RunnerFeed
+    from abl_tui.model import RunModel
+    from abl_tui.runner import EventBuffer
+    from app_support import demo_runner
+    from async_batch_llm import ProcessingEvent
+
+    buffer = EventBuffer(limit=3)
+    for n in range(5):
+        buffer.on_event_sync(ProcessingEvent.ITEM_STARTED, {"item_id": f"i{n}", "worker_id": 0})
+    assert buffer.dropped == 2 and len(buffer.drain()) == 3
+    runner = demo_runner()
+    runner.buffer.dropped = 2  # type: ignore[attr-defined]
+    runner.ready.set()
+    feed, model = RunnerFeed(runner, started=True), RunModel()
+    feed.pull(model, 1.0)
+    feed.pull(model, 2.0)
+    notes = [entry.text for entry in model.state.log if "fell behind" in entry.text]
+    assert len(notes) == 1 and "2 events" in notes[0]

@@ -217,6 +217,7 @@ class RunnerFeed:
         self.fold_budget = fold_budget
         self._started = started
         self._commands = LiveCommands(self)
+        self._dropped_noted = False  # the event log said the display fell behind
 
     @property
     def commands(self) -> LiveCommands:
@@ -253,6 +254,7 @@ class RunnerFeed:
                 model.ended = True
             # A runner attribute, not buffered events: it survives a drain cut short.
             model.batches = list(getattr(runner, "batch_chunks", {}).values())
+            self._note_dropped(model, now)
         model.follow_controls(
             paused=runner.paused,
             max_cost=runner.max_cost,
@@ -261,6 +263,19 @@ class RunnerFeed:
             now=now,
             store_note=getattr(runner, "store_status", None),
         )
+
+    def _note_dropped(self, model: RunModel, now: float) -> None:
+        """Say once if the runner's buffer overflowed: the counts on screen are then short of
+        the store's, which has every result."""
+        dropped = getattr(self.runner.buffer, "dropped", 0)
+        if dropped and not self._dropped_noted:
+            self._dropped_noted = True
+            model.state.note(
+                now,
+                f"the display fell behind and skipped {dropped:,} events: counts on screen "
+                "may be short; the run store has every result",
+                "store",
+            )
 
     def _drain(self, model: RunModel, budget: float | None) -> None:
         """Fold buffered events in slices until the buffer is empty or the budget is spent."""
