@@ -1,7 +1,8 @@
 """Issue 11's concurrent resumes, checked from an independent provider's ledger: a run killed
 mid-way, then ``abl-tui resume latest`` twice at once: one resumes, the other is refused
 (exit 75); no committed item is sent again and no item is paid twice except the calls that
-were under way when the first process died (at most the worker count)."""
+were under way or answered but not yet committed when the first process died (at most the
+worker count plus half as many)."""
 
 from __future__ import annotations
 
@@ -61,4 +62,7 @@ def test_two_resumes_at_once_pay_nothing_twice(tmp_path: Path) -> None:
     assert not [p for p in committed if paid[p] > 1], "a committed item was sent again"
     twice = [p for p, n in paid.items() if n > 1]
     assert max(paid.values()) <= 2
-    assert len(twice) <= WORKERS, f"{len(twice)} items paid twice"
+    # Paid twice: the calls under way when the first process was killed (at most WORKERS)
+    # and answers it had not committed yet, which back-pressure bounds at WORKERS // 2
+    # (the README's "workers plus half as many").
+    assert len(twice) <= WORKERS + WORKERS // 2, f"{len(twice)} items paid twice"
