@@ -80,12 +80,6 @@ class RetryLog:
         if was_open and row.status in ("ok", "failed"):
             self.unsettled -= 1
 
-    def clear(self) -> None:
-        """Forget every retry (the app switched to another run)."""
-        self.items.clear()
-        self.unsettled = 0
-        self.version += 1
-
 
 @dataclass
 class RunModel:
