@@ -57,7 +57,7 @@ from .themes import DEFAULT_THEME, STATUS_VARIABLES, load_all_themes
 #: Seconds between two pulls of the feed (5 Hz).
 REFRESH_SECONDS = 0.2
 
-__all__ = ["DashboardApp", "run_dashboard", "run_watch"]
+__all__ = ["DashboardApp", "run_dashboard"]
 
 
 class DashboardApp(App[None]):
@@ -654,16 +654,3 @@ def run_dashboard(
                 final.stop()
         final.join()
     return final
-
-
-def run_watch(
-    db_path: Path,
-    run_ref: str,
-    *,
-    theme: str | None = None,
-    on_theme_chosen: Callable[[str], None] | None = None,
-) -> int:
-    """Follow a run another process writes (read-only); returns the exit status."""
-    from .watch import run_watch as watch
-
-    return watch(db_path, run_ref, theme=theme, on_theme_chosen=on_theme_chosen)

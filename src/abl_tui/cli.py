@@ -554,7 +554,7 @@ async def _export(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from .app import run_watch
+    from .watch import run_watch
 
     return run_watch(args.db, args.run, theme=_theme(args), on_theme_chosen=_save_theme)
 
