@@ -524,22 +524,25 @@ class ProviderSimulator:
             )
         return self._batch_body(rid, call, plan, anthropic)
 
+    def _usage(self, call: ChatCall, reply: str, anthropic: bool) -> tuple[int, int, int]:
+        """``(completion, cache read, cache write)`` tokens of an answer (cache writes are
+        reported on the Anthropic endpoint only, as Anthropic does)."""
+        cached = written = 0
+        if self._cache is not None:
+            cached, written = self._cache.lookup(call.text)
+        cached = min(cached, call.prompt_tokens)
+        written = min(written, call.prompt_tokens - cached) if anthropic else 0
+        return max(1, estimate_tokens(reply)), cached, written
+
     def _batch_body(
         self, rid: int, call: ChatCall, plan: _Plan, anthropic: bool
     ) -> tuple[int, Any]:
         if plan.outcome in ("ok", "slow"):
             reply = reply_text(call)
-            cached = written = 0
-            if self._cache is not None:
-                cached, written = self._cache.lookup(call.text)
-            cached = min(cached, call.prompt_tokens)
-            written = min(written, call.prompt_tokens - cached) if anthropic else 0
-            completion = max(1, estimate_tokens(reply))
-            if anthropic:
-                body = anthropic_api.message_body(rid, call, reply, completion, cached, written)
-            else:
-                body = completion_body(rid, call, reply, completion, cached)
-            return 200, json.loads(body)
+            completion, cached, written = self._usage(call, reply, anthropic)
+            return 200, json.loads(
+                _answer_body(rid, call, reply, (completion, cached, written), anthropic)
+            )
         if plan.outcome == "malformed":
             return 200, "<html><body>upstream proxy error: not JSON</body></html>"
         if plan.outcome in EMPTY_KINDS:
@@ -625,17 +628,10 @@ class ProviderSimulator:
         if plan.outcome != "ok":
             self._record(rid, call, plan, (0, 0))
             return _error_response(plan, headers, anthropic)
-        cached = written = 0
-        if self._cache is not None:
-            cached, written = self._cache.lookup(call.text)
-        cached = min(cached, call.prompt_tokens)
-        written = min(written, call.prompt_tokens - cached) if anthropic else 0
-        completion = max(1, estimate_tokens(reply))
+        usage = self._usage(call, reply, anthropic)
+        completion, cached, written = usage
         self._record(rid, call, plan, (completion, cached), written)
-        if anthropic:
-            body = anthropic_api.message_body(rid, call, reply, completion, cached, written)
-        else:
-            body = completion_body(rid, call, reply, completion, cached)
+        body = _answer_body(rid, call, reply, usage, anthropic)
         return web.Response(body=body, content_type="application/json", headers=headers)
 
 
@@ -717,6 +713,16 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: run the simulator in the foreground."""
     asyncio.run(_serve(_parse_args(argv)))
+
+
+def _answer_body(
+    rid: int, call: ChatCall, reply: str, usage: tuple[int, int, int], anthropic: bool
+) -> bytes:
+    """A successful answer's JSON body on the endpoint asked (Messages or chat completions)."""
+    completion, cached, written = usage
+    if anthropic:
+        return anthropic_api.message_body(rid, call, reply, completion, cached, written)
+    return completion_body(rid, call, reply, completion, cached)
 
 
 if __name__ == "__main__":
