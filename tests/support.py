@@ -190,3 +190,12 @@ async def big_answer_server() -> Any:
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         await runner.cleanup()
+
+
+def wait_for_thread(condition: Callable[[], object], what: str) -> None:
+    """Poll ``condition()`` while a runner works in its own thread, within PROCESS_TIMEOUT (a
+    deadline that turns a hang into a failure saying what it waited for, not a speed bound)."""
+    deadline = time.monotonic() + PROCESS_TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from abl_tui.screens import ConfirmScreen, Controls, ControlsScreen
 from abl_tui.screens.controls import parse_controls
 from app_support import NOW, demo_runner, finished_script, frozen_clock, settle
 from async_batch_llm.store import RunStore
+from support import wait_for_thread
 
 
 def make_app(**overrides: Any) -> DashboardApp:
@@ -293,14 +293,6 @@ def write_items(path: Path, count: int, tag: str) -> Path:
     return path
 
 
-def wait_until(condition: Any, what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition()`` (the runner works in its own thread) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_drain_finishes_the_calls_under_way_and_ends_the_run_resumable(tmp_path: Path) -> None:
     items = write_items(tmp_path / "items.jsonl", 3_000, uuid.uuid4().hex)
     spec = BatchSpec(items=str(items), model="simulated/default", workers=4)
@@ -308,7 +300,7 @@ def test_drain_finishes_the_calls_under_way_and_ends_the_run_resumable(tmp_path:
     runner = Runner(plan)
     runner.start()
     try:
-        wait_until(lambda: runner.flight.finished > 20, "the first answers")
+        wait_for_thread(lambda: runner.flight.finished > 20, "the first answers")
         runner.drain()
         assert runner.join(60), "the drained run did not end"
     finally:
@@ -336,15 +328,15 @@ def test_the_budget_holds_dispatch_until_it_is_raised(tmp_path: Path) -> None:
     runner = Runner(plan)
     runner.start()
     try:
-        wait_until(lambda: runner.budget_status is not None, "the budget to hold dispatch")
-        wait_until(lambda: not runner.flight.calling, "the calls under way")
+        wait_for_thread(lambda: runner.budget_status is not None, "the budget to hold dispatch")
+        wait_for_thread(lambda: not runner.flight.calling, "the calls under way")
         held_at = runner.flight.priced_items
         assert 0 < held_at < 60
         assert runner.flight.cost <= 0.0002 + 2 * runner.flight.cost / held_at
         assert runner.budget_status.startswith("budget $0.0002 reached")
         assert runner.flight.priced_items == held_at and not runner.done.is_set()  # held
         runner.set_max_cost(None)
-        wait_until(lambda: runner.flight.priced_items == 60, "the rest of the run")
+        wait_for_thread(lambda: runner.flight.priced_items == 60, "the rest of the run")
         assert runner.budget_status is None
     finally:
         runner.stop()

@@ -4,23 +4,13 @@ succeeded meanwhile is paid twice (the dashboard's question may stay open while 
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from abl_tui.batchfile import BatchSpec
 from abl_tui.runner import Runner, RunPlan
 from async_batch_llm.providers._simulated import shared_simulator
-from support import PROCESS_TIMEOUT
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition()`` (the runner works in its own thread), within a deadline."""
-    deadline = time.monotonic() + PROCESS_TIMEOUT
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.01)
+from support import wait_for_thread
 
 
 def test_a_retry_request_naming_a_succeeded_item_sends_only_the_failed_one(
@@ -37,9 +27,9 @@ def test_a_retry_request_naming_a_succeeded_item_sends_only_the_failed_one(
     runner = Runner(plan)
     runner.start()
     try:
-        wait_until(lambda: runner.flight.finished == 2, "the first round")
+        wait_for_thread(lambda: runner.flight.finished == 2, "the first round")
         runner.retry_items(["ok", "bad"])  # "ok" succeeded: a stale request names it too
-        wait_until(lambda: runner.flight.finished >= 3, "the retry of the failed item")
+        wait_for_thread(lambda: runner.flight.finished >= 3, "the retry of the failed item")
         runner.stop()
         assert runner.join(60), "the runner did not end"
     finally:
